@@ -1,0 +1,36 @@
+# One line of intent per target. Override TORCH for a GPU build, e.g.
+#   make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PY      ?= python3
+VENV    ?= .venv
+TORCH   ?= torch==2.13.0
+BIN     := $(VENV)/bin
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: install test test-all lint format train bench reproduce reproduce-quick clean
+
+install:            ## create .venv, install the pinned torch, then the package with dev tools
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev]"
+
+test:               ## the test suite (fast tests; `make test-all` adds the slow ones)
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-all:           ## every test, slow ones included
+	$(BIN)/pytest -q
+
+lint:               ## ruff lint + format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format:             ## apply ruff formatting and safe fixes
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+train:              ## one training run; pass Hydra overrides in ARGS="dataset=synthetic optimizer=adam"
+	$(BIN)/apts-train $(ARGS)
+
+bench:              ## benchmarks: figures, not assertions
+	$(BIN)/python scripts/bench.py $(ARGS)
+
+clean:              ## remove run outputs (keeps outputs/.gitkeep)
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

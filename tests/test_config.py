@@ -1,0 +1,102 @@
+"""Every config composes; bad values fail in one line with exit code 2, before any rank."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from apts.cli import CONFIG_DIR, GROUPS, check_group_overrides, group_choices
+from apts.validate import ConfigError, validate
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    "group,choice",
+    [(g, c) for g in GROUPS for c in group_choices(g)],
+)
+def test_every_group_choice_composes_and_validates(group, choice):
+    cfg = _compose(f"{group}={choice}")
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_optimizer_group_sets_its_batch_defaults():
+    assert _compose("optimizer=apts").batch_size == 10000
+    assert _compose("optimizer=apts").overlap == 0.05
+    assert _compose("optimizer=adam").batch_size == 128
+    # the command line wins over the group's default
+    assert _compose("optimizer=apts", "batch_size=500").batch_size == 500
+
+
+@pytest.mark.parametrize(
+    "overrides,fragment",
+    [
+        (["epochs=0"], "epochs=0 must be an integer >= 1"),
+        (["batch_size=-5"], "batch_size=-5"),
+        (["subdomains=0"], "subdomains=0"),
+        (["optimizer=apts", "overlap=1.0"], "overlap=1.0 must be a number in [0.0, 1.0)"),
+        (["optimizer=apts", "overlap=-0.1"], "overlap=-0.1"),
+        (["batch_size=4", "subdomains=8"], "subdomains=8 exceeds batch_size=4"),
+        (["optimizer=adam", "optimizer.lr=0"], "optimizer.lr=0"),
+        (["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum=1.5"),
+        (["optimizer=apts", "optimizer.radius=5"], "min_radius <= optimizer.radius"),
+        (["optimizer=apts", "optimizer.order=third"], "optimizer.order='third'"),
+        (["optimizer=apts", "optimizer.local_memory=forget"], "local_memory"),
+        (["optimizer=apts", "optimizer.gamma=-1"], "optimizer.gamma=-1"),
+        (["optimizer=apts", "optimizer.eta1=0.9", "optimizer.eta2=0.5"], "eta1 <= optimizer.eta2"),
+        (["optimizer=adam", "overlap=0.1"], "only used by optimizer=apts"),
+        (["device=tpu"], "device='tpu' is not valid"),
+        (["dataset.n_train=0"], "dataset.n_train=0"),
+    ],
+)
+def test_invalid_values_raise_one_line(overrides, fragment):
+    with pytest.raises(ConfigError) as e:
+        validate(_compose(*overrides))
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_group_choice_lists_valid_ones():
+    with pytest.raises(ConfigError, match="unknown optimizer 'adamw'; choose one of: adam, apts"):
+        check_group_overrides(["optimizer=adamw"])
+    with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
+        check_group_overrides(["-m", "dataset=synthetic,imagenet"])
+    check_group_overrides(["optimizer=sgd,adam", "optimizer.lr=0.1", "epochs=2"])
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "apts.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["optimizer=adamw"], "unknown optimizer 'adamw'"),
+        (["overlap=2", "optimizer=apts"], "overlap=2"),
+        (["dataset=mnist", "dataset.download=false", "dataset.data_dir=nowhere"], "nowhere"),
+        (["dataset.n_train=100", "batch_size=500"], "batch_size=500 exceeds the 100"),
+    ],
+)
+def test_cli_errors_exit_2_with_one_line_and_no_run(tmp_path, args, fragment):
+    r = _cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("apts-train: error:"), r.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

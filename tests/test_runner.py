@@ -1,0 +1,143 @@
+"""End-to-end runs of apts-train: outputs, determinism, DDP accounting, multirun, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL = ["dataset=synthetic", "dataset.n_train=1200", "dataset.n_test=300", "progress=false"]
+TIMING_KEYS = {"wall_s", "elapsed_s"}
+REQUIRED = {
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "comm_calls",
+    "comm_bytes",
+    "grad_evals",
+    "wall_s",
+}
+FCNN_PARAMS = 26_506
+
+
+def run_cli(*args: str, cwd: Path, torchrun: int | None = None) -> subprocess.CompletedProcess:
+    if torchrun:
+        torchrun_bin = Path(sys.executable).with_name("torchrun")
+        cmd = [str(torchrun_bin), "--standalone", f"--nproc-per-node={torchrun}", "-m", "apts.cli"]
+    else:
+        cmd = [sys.executable, "-m", "apts.cli"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    r = subprocess.run(
+        cmd + list(args), cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timings(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def adam_two_ranks(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("adam2")
+    run_cli(*SMALL, "optimizer=adam", "subdomains=2", "epochs=2", f"hydra.run.dir={d}/run", cwd=d)
+    return d / "run"
+
+
+def test_two_process_run_writes_config_metrics_and_tensorboard(adam_two_ranks):
+    run = adam_two_ranks
+    cfg = (run / "config.yaml").read_text()
+    assert "subdomains: 2" in cfg and "name: adam" in cfg and "${" not in cfg  # resolved
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert REQUIRED <= r.keys()
+        assert 0 <= r["val_acc"] <= 100
+        assert r["grad_evals"] == pytest.approx(1.0)
+    # learning: loss falls and accuracy is well above chance (10%)
+    assert rows[1]["train_loss"] < rows[0]["train_loss"] < 2.31
+    assert rows[1]["val_acc"] > 20
+    events = list((run / "tb").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    vals = [e.value for e in acc.Scalars("val_acc")]
+    assert vals == pytest.approx([r["val_acc"] for r in rows])
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    assert (run / "checkpoint.pt").exists() and (run / "train.log").exists()
+
+
+def test_ddp_counts_one_allreduce_per_bucket_per_step(adam_two_ranks):
+    # fcnn's 26,506 float32 gradients fit one DDP bucket: one all-reduce per step.
+    for r in read_metrics(adam_two_ranks):
+        steps = 1200 // 128 + 1  # the last, partial mini-batch is kept
+        assert r["steps"] == steps
+        assert r["comm_calls"] == steps
+        assert r["comm_bytes"] == steps * FCNN_PARAMS * 4
+        assert r["comm_by_kind"]["calls"]["metrics"] == r["epoch"]
+
+
+def test_same_seed_gives_identical_metrics(adam_two_ranks, tmp_path):
+    run_cli(
+        *SMALL,
+        "optimizer=adam",
+        "subdomains=2",
+        "epochs=2",
+        f"hydra.run.dir={tmp_path}/again",
+        cwd=tmp_path,
+    )
+    again = without_timings(read_metrics(tmp_path / "again"))
+    assert again == without_timings(read_metrics(adam_two_ranks))
+
+
+def test_ddp_sgd_on_two_ranks_matches_one_rank(tmp_path):
+    # Equal shards: DDP's mean of the two shard gradients is the full-batch gradient,
+    # so two ranks follow the one-rank trajectory up to float rounding.
+    common = [*SMALL, "optimizer=sgd", "batch_size=100", "epochs=2", "checkpoint=false"]
+    run_cli(*common, "subdomains=1", f"hydra.run.dir={tmp_path}/n1", cwd=tmp_path)
+    run_cli(*common, "subdomains=2", f"hydra.run.dir={tmp_path}/n2", cwd=tmp_path)
+    one, two = read_metrics(tmp_path / "n1"), read_metrics(tmp_path / "n2")
+    assert one[0]["comm_calls"] == 0 and two[0]["comm_calls"] == 12
+    for a, b in zip(one, two, strict=True):
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+
+
+def test_multirun_gives_one_directory_per_job(tmp_path):
+    run_cli(
+        "-m",
+        *SMALL,
+        "epochs=1",
+        "optimizer=sgd,adam",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
+    jobs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/metrics.jsonl"))
+    assert len(jobs) == 2
+    names = {(j / "config.yaml").read_text().split("optimizer:")[1].split()[1] for j in jobs}
+    assert names == {"sgd", "adam"}
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun not installed",
+)
+def test_torchrun_joins_the_world_and_writes_one_run_dir(tmp_path, adam_two_ranks):
+    run_cli(*SMALL, "optimizer=adam", "subdomains=2", "epochs=2", cwd=tmp_path, torchrun=2)
+    runs = list((tmp_path / "outputs" / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("torchrun-")
+    # same seed, same world size: the same numbers as the spawn launcher's run
+    assert without_timings(read_metrics(runs[0])) == without_timings(read_metrics(adam_two_ranks))
