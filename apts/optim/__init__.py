@@ -1,0 +1,29 @@
+"""Numerical core: L-SR1 memory, exact trust-region subproblem (OBS), TR iteration/optimizer.
+
+Imports only torch and the standard library.
+"""
+
+from .apts import APTS
+from .flat import check_flat_params, flat_grad, flat_params, num_params, set_flat_params_
+from .lsr1 import LSR1, LSR1Spectrum
+from .subproblem import SubproblemResult, solve_subproblem, solve_subproblem_detailed
+from .trust_region import TRDecision, TRResult, TRRules, TrustRegion, tr_iteration
+
+__all__ = [
+    "APTS",
+    "LSR1",
+    "LSR1Spectrum",
+    "SubproblemResult",
+    "TRDecision",
+    "TRResult",
+    "TRRules",
+    "TrustRegion",
+    "check_flat_params",
+    "flat_grad",
+    "flat_params",
+    "num_params",
+    "set_flat_params_",
+    "solve_subproblem",
+    "solve_subproblem_detailed",
+    "tr_iteration",
+]
