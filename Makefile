@@ -32,5 +32,11 @@ train:              ## one training run; pass Hydra overrides in ARGS="dataset=s
 bench:              ## benchmarks: figures, not assertions
 	$(BIN)/python scripts/bench.py $(ARGS)
 
+reproduce:          ## the paper's comparisons (MNIST, CIFAR-10; hours on CPU) and the report
+	$(BIN)/python scripts/reproduce.py --profile full $(ARGS)
+
+reproduce-quick:    ## the CPU profile (Fashion-MNIST, ~15 min on 2 cores) and the report
+	$(BIN)/python scripts/reproduce.py --profile quick $(ARGS)
+
 clean:              ## remove run outputs (keeps outputs/.gitkeep)
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -171,6 +171,7 @@ def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: in
         stats = EpochStats()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         samples = 0  # forward+backward passes over samples on this rank
+        fwd_bwd_s = 0.0  # time in forward+backward (CPU clock; on CUDA it includes waits)
         epoch_samples = sum(len(b) for b in batches)
         model.train()
         bar = logger.progress(len(batches), f"epoch {epoch}/{cfg['epochs']}")
@@ -181,15 +182,18 @@ def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: in
             if cfg["dataset"].get("augment"):
                 x = augment(x, aug_gen)
             if closure_style:
-                counter = [0]
+                counter = [0, 0.0]
                 closure = _make_closure(model, opt, x, y, counter)
                 loss = opt.step(closure)
                 samples += counter[0]
+                fwd_bwd_s += counter[1]
                 stats.add(getattr(opt, "last_info", None))
             else:
                 opt.zero_grad(set_to_none=True)
+                t1 = time.perf_counter()
                 loss = F.cross_entropy(net(x), y)
                 loss.backward()
+                fwd_bwd_s += time.perf_counter() - t1
                 opt.step()
                 samples += len(sidx)
             loss_sum += torch.as_tensor(loss, dtype=torch.float64, device=device).detach()
@@ -216,9 +220,11 @@ def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: in
                 grad_evals=grad_evals,
                 steps=len(batches),
                 wall_s=train_s,
+                fwd_bwd_s=fwd_bwd_s,
                 elapsed_s=time.perf_counter() - t_start,
-                **stats.summary(),
             )
+            # optimizer extras (radius, accepted/rejected, ...); the loop's own keys win
+            metrics.update({k: v for k, v in stats.summary().items() if k not in metrics})
             logger.log_epoch(metrics, comm.snapshot())
             if cfg.get("checkpoint", True):
                 logger.checkpoint(
@@ -234,13 +240,15 @@ def _make_closure(
     opt: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
-    counter: list[int],
+    counter: list,
 ) -> Callable[[], torch.Tensor]:
     def closure() -> torch.Tensor:
+        t0 = time.perf_counter()
         opt.zero_grad(set_to_none=False)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         counter[0] += len(y)
+        counter[1] += time.perf_counter() - t0
         return loss
 
     return closure

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 SMALL = ["dataset=synthetic", "dataset.n_train=1200", "dataset.n_test=300", "progress=false"]
-TIMING_KEYS = {"wall_s", "elapsed_s"}
+TIMING_KEYS = {"wall_s", "elapsed_s", "fwd_bwd_s"}
 REQUIRED = {
     "epoch",
     "train_loss",
@@ -141,3 +141,25 @@ def test_torchrun_joins_the_world_and_writes_one_run_dir(tmp_path, adam_two_rank
     assert len(runs) == 1 and runs[0].name.startswith("torchrun-")
     # same seed, same world size: the same numbers as the spawn launcher's run
     assert without_timings(read_metrics(runs[0])) == without_timings(read_metrics(adam_two_ranks))
+
+
+@pytest.mark.parametrize(
+    "optimizer,per_step,extra",
+    [("tr", 2, []), ("apts", 6, ["optimizer.global_iters=3"])],
+)
+def test_trust_region_optimizers_count_their_collectives_and_repeat_exactly(
+    tmp_path, optimizer, per_step, extra
+):
+    args = [*SMALL, f"optimizer={optimizer}", "subdomains=2", "batch_size=400", "epochs=2", *extra]
+    run_cli(*args, f"hydra.run.dir={tmp_path}/a", cwd=tmp_path)
+    run_cli(*args, f"hydra.run.dir={tmp_path}/b", cwd=tmp_path)
+    rows = read_metrics(tmp_path / "a")
+    assert without_timings(rows) == without_timings(read_metrics(tmp_path / "b"))
+    for r in rows:
+        # TR: [g, f] at the current and the trial point; APTS: 3 + G, each n + 1 floats
+        assert r["comm_calls"] == per_step * r["steps"]
+        assert r["comm_bytes"] == per_step * r["steps"] * (FCNN_PARAMS + 1) * 4
+        assert r["comm_by_kind"]["calls"].keys() == {"optimizer", "metrics"}
+        assert r["accepted"] + r["rejected"] == r["steps"]
+        assert r["radius"] > 0
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]

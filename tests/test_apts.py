@@ -1,0 +1,225 @@
+"""APTS (APTS.md, "One APTS iteration k") on 1, 2 and 4 gloo ranks, tiny model, fixed data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from dist_harness import gather, run_ranks
+
+from apts.comm import Comm
+from apts.data import shard
+from apts.optim import APTS, TrustRegion
+from apts.optim.flat import flat_grad, flat_params, set_flat_params_
+
+DIM, CLASSES, BATCH = 8, 3, 96
+
+
+def make_problem(seed: int = 0, dtype=torch.float64):
+    """A tiny classifier and one fixed mini-batch, identical on every rank."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(BATCH, DIM, generator=g, dtype=dtype)
+    w = torch.randn(DIM, CLASSES, generator=g, dtype=dtype)
+    y = (x @ w + 0.5 * torch.randn(BATCH, CLASSES, generator=g, dtype=dtype)).argmax(1)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(DIM, 6), torch.nn.Tanh(), torch.nn.Linear(6, CLASSES)
+    ).to(dtype)
+    return model, x, y
+
+
+def shard_closure(model, opt, x, y, rank, n, overlap=0.0):
+    idx = shard(torch.arange(len(y)), rank, n, overlap)
+    xs, ys = x[idx], y[idx]
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xs), ys)
+        loss.backward()
+        return loss
+
+    return closure, idx
+
+
+def global_loss(model, x, y, n, overlap):
+    """f = (1/N) Σ_i f_i, computed in one process from every shard (independent of comm)."""
+    with torch.no_grad():
+        losses = [
+            F.cross_entropy(model(x[idx]), y[idx])
+            for idx in (shard(torch.arange(len(y)), r, n, overlap) for r in range(n))
+        ]
+    return torch.stack(losses).mean().item()
+
+
+# ---------------------------------------------------------------------------------------
+def _local_gradient_at_start(model, opt, comm, closure):
+    """∇m_i(θ_k) through the optimizer's local objective, with g_k from one all-reduce."""
+    theta = flat_params(model.parameters())
+    f_i, g_i = closure().detach(), flat_grad(model.parameters())
+    buf = torch.cat([g_i, f_i.reshape(1)])
+    comm.all_reduce(buf, op="mean", kind="test")
+    _, grad_m = opt.local_objective(closure, theta, buf[:-1], g_i)(theta)
+    return grad_m
+
+
+def _iterate(rank, n, iters, kw, overlap):
+    model, x, y = make_problem()
+    comm = Comm(record_sizes=True)
+    opt = APTS(model.parameters(), comm, **kw)
+    closure, _ = shard_closure(model, opt, x, y, rank, n, overlap)
+    out = {"identical": [], "sizes": [], "losses": [], "ref_losses": [], "infos": []}
+    out["local_grad"] = _local_gradient_at_start(model, opt, comm, closure)
+    for _ in range(iters):
+        before = len(comm.sizes)
+        loss = opt.step(closure)
+        out["sizes"].append(comm.sizes[before:])
+        theta = flat_params(model.parameters())
+        copies = gather(theta)
+        out["identical"].append(all(torch.equal(c, copies[0]) for c in copies))
+        out["losses"].append(float(loss))
+        out["ref_losses"].append(global_loss(model, x, y, n, overlap))
+        out["infos"].append(dict(opt.last_info))
+    out["n"] = theta.numel()
+    return out
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_apts_iterations_on_n_ranks(n):
+    G, overlap = 3, 0.05
+    res = run_ranks(_iterate, n, 6, {"global_iters": G}, overlap)
+
+    # first-order consistency: ∇m_i(θ_k) is the global gradient on every rank, against an
+    # independent reference (one process, mean of the N shard gradients)
+    model, x, y = make_problem()
+    per_shard = []
+    for r in range(n):
+        idx = shard(torch.arange(len(y)), r, n, overlap)
+        model.zero_grad()
+        F.cross_entropy(model(x[idx]), y[idx]).backward()
+        per_shard.append(flat_grad(model.parameters()).clone())
+    g_ref = torch.stack(per_shard).mean(0)
+    assert not torch.allclose(per_shard[0], g_ref, atol=1e-3)  # shards really differ
+    for r in res:
+        torch.testing.assert_close(r["local_grad"], g_ref, rtol=1e-6, atol=1e-6)
+
+    # parameters bit-identical on all ranks after every iteration; exactly 3 + G
+    # all-reduces of n + 1 numbers per iteration, nothing else
+    for r in res:
+        assert all(r["identical"])
+        for sizes in r["sizes"]:
+            assert sizes == [("optimizer", r["n"] + 1)] * (3 + G)
+    # the returned loss is the global loss f = mean_i f_i at the accepted point
+    for loss, ref in zip(res[0]["losses"], res[0]["ref_losses"], strict=True):
+        assert loss == pytest.approx(ref, rel=1e-10)
+    # trust-region monotonicity on a fixed mini-batch: f never increases
+    refs = res[0]["ref_losses"]
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(refs, refs[1:], strict=False))
+    assert refs[-1] < refs[0]
+    assert any(i["accepted"] for i in res[0]["infos"])
+
+
+# ---------------------------------------------------------------------------------------
+def _rejection(rank, n):
+    """Identical shards, first order: every local step is Δ/N along -g, so the sum has
+    norm Δ; the loss is non-finite beyond 0.75Δ, so the global test must reject."""
+    model, x, y = make_problem()
+    radius = 0.1
+    opt = APTS(
+        model.parameters(), Comm(), order="first", local_iters=1, global_iters=0, radius=radius
+    )
+    theta0 = flat_params(model.parameters())
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        far = torch.linalg.vector_norm(flat_params(model.parameters()) - theta0) > 0.75 * radius
+        return loss * float("nan") if far else loss
+
+    opt.step(closure)
+    theta1 = flat_params(model.parameters())
+    return torch.equal(theta1, theta0), dict(opt.last_info)
+
+
+def test_rejected_iteration_leaves_parameters_bit_identical():
+    for same, info in run_ranks(_rejection, 2):
+        assert same
+        assert info["accepted"] is False and info["local_iters"] == 1
+        assert info["radius"] == pytest.approx(0.05)  # Δ ← dec·Δ
+
+
+# ---------------------------------------------------------------------------------------
+def test_single_process_runs_without_a_process_group_and_decreases_the_loss():
+    model, x, y = make_problem()
+    opt = APTS(model.parameters(), None)
+    closure, _ = shard_closure(model, opt, x, y, 0, 1)
+    f0 = global_loss(model, x, y, 1, 0.0)
+    losses = [float(opt.step(closure)) for _ in range(10)]
+    assert losses[-1] < f0
+    assert all(b <= a for a, b in zip(losses, losses[1:], strict=False))
+    assert losses[-1] == pytest.approx(global_loss(model, x, y, 1, 0.0), rel=1e-12)
+
+
+def test_state_dict_round_trip_continues_identically():
+    model, x, y = make_problem()
+    opt = APTS(model.parameters(), None)
+    closure, _ = shard_closure(model, opt, x, y, 0, 1)
+    for _ in range(3):
+        opt.step(closure)
+    sd = {k: v for k, v in opt.state_dict().items()}
+    theta = flat_params(model.parameters())
+
+    model2, _, _ = make_problem()
+    set_flat_params_(list(model2.parameters()), theta)
+    opt2 = APTS(model2.parameters(), None)
+    opt2.load_state_dict(sd)
+    closure2, _ = shard_closure(model2, opt2, x, y, 0, 1)
+    for _ in range(3):
+        opt.step(closure)
+        opt2.step(closure2)
+    assert torch.equal(flat_params(model.parameters()), flat_params(model2.parameters()))
+    assert opt2.radius == opt.radius
+
+
+def test_one_rank_equals_the_trust_region_sequence_it_reduces_to():
+    """N = 1: L local TR iterations + the global test + G global TR iterations, here
+    rebuilt from two plain TrustRegion optimizers (APTS.md: no special-casing)."""
+    model_a, x, y = make_problem(seed=3)
+    model_b, _, _ = make_problem(seed=3)
+    delta0 = 0.1
+    apts = APTS(model_a.parameters(), None, local_iters=1, global_iters=2, radius=delta0)
+    closure_a, _ = shard_closure(model_a, apts, x, y, 0, 1)
+    params_b = list(model_b.parameters())
+    local = TrustRegion(params_b, radius=delta0, max_radius=delta0)
+    glob = TrustRegion(params_b, radius=delta0)
+    closure_b, _ = shard_closure(model_b, local, x, y, 0, 1)
+
+    def f_and_g():
+        loss = closure_b()
+        return loss.detach(), flat_grad(params_b)
+
+    delta = delta0
+    for _ in range(8):
+        apts.step(closure_a)
+
+        theta0 = flat_params(params_b)
+        f0, g0 = f_and_g()
+        local.param_groups[0].update(radius=delta, max_radius=delta)
+        local.step(closure_b)  # the local phase: one TR iteration on m = f
+        s = flat_params(params_b) - theta0
+        # the global test: trial = θ + s; pred = the local reduction, so ρ = 1 on progress
+        f1, g1 = f_and_g()
+        pred = (f0 - local.last_info["loss"]).item()
+        if local.last_info["accepted"] and pred > 1e-12:
+            if torch.linalg.vector_norm(s) >= 0.9 * delta:
+                delta = min(2 * delta, 1.0)
+            glob.hess.update(s, g1 - g0)
+        else:
+            delta = max(0.5 * delta, 1e-4)
+        glob.param_groups[0]["radius"] = delta
+        for _ in range(2):
+            glob.step(closure_b)
+        delta = glob.param_groups[0]["radius"]
+
+        assert torch.equal(flat_params(model_a.parameters()), flat_params(params_b))
+        assert apts.radius == delta
