@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: install test test-all lint format train bench reproduce reproduce-quick clean
+.PHONY: install test test-slow test-all lint format train bench reproduce reproduce-quick clean
 
 install:            ## create .venv, install the pinned torch, then the package with dev tools
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,9 @@ install:            ## create .venv, install the pinned torch, then the package 
 
 test:               ## the test suite (fast tests; `make test-all` adds the slow ones)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-slow:          ## only the slow tests (accuracy on real data)
+	$(BIN)/pytest -q -m slow
 
 test-all:           ## every test, slow ones included
 	$(BIN)/pytest -q
