@@ -133,11 +133,19 @@ class APTS(torch.optim.Optimizer):
         self.world_size = comm.world_size if comm is not None else 1
         self.rules = rules
         self.test_rules = replace(rules, min_pred=_PRED_FLOOR)
-        self.radius = float(radius)
         second = order == "second"
         self.global_hess = LSR1(memory, gamma) if second else None
         self.local_hess = LSR1(memory, gamma) if second else None
         self.last_info: dict[str, Any] = {}
+
+    @property
+    def radius(self) -> float:
+        """The current global trust radius Δ_k (kept in the param group, so saved)."""
+        return self.param_groups[0]["radius"]
+
+    @radius.setter
+    def radius(self, value: float) -> None:
+        self.param_groups[0]["radius"] = float(value)
 
     # -- evaluations -------------------------------------------------------------
     def _local_eval(self, closure, x: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -288,7 +296,6 @@ class APTS(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["apts"] = {
-            "radius": self.radius,
             "global_hess": self.global_hess.state_dict() if self.global_hess else None,
             "local_hess": self.local_hess.state_dict() if self.local_hess else None,
         }
@@ -298,7 +305,6 @@ class APTS(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         extra = state_dict.pop("apts")
         super().load_state_dict(state_dict)
-        self.radius = float(extra["radius"])
         for name in ("global_hess", "local_hess"):
             hess = getattr(self, name)
             if hess is not None and extra[name] is not None:
