@@ -18,6 +18,7 @@ counted: nothing is communicated.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import torch
@@ -29,9 +30,10 @@ _OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceO
 class Comm:
     """Counted collectives over the default process group (or none).
 
-    ``calls[kind]`` and ``bytes[kind]`` accumulate per kind; ``sizes`` keeps the
-    element count of every counted call in order (tests read it to check the
-    exact communication pattern of an iteration).
+    ``calls[kind]``, ``bytes[kind]`` and ``seconds[kind]`` (wall time spent in
+    blocking collectives, waiting for other ranks included) accumulate per kind;
+    ``sizes`` keeps the element count of every counted call in order (tests read it
+    to check the exact communication pattern of an iteration).
     """
 
     def __init__(self, *, record_sizes: bool = False):
@@ -40,6 +42,7 @@ class Comm:
         self.rank = dist.get_rank() if self.active else 0
         self.calls: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
         self.record_sizes = record_sizes
         self.sizes: list[tuple[str, int]] = []
 
@@ -58,7 +61,9 @@ class Comm:
         if not self.active or self.world_size == 1:
             return tensor
         self._count(kind, tensor)
+        t0 = time.perf_counter()
         dist.all_reduce(tensor, op=_OPS[op])
+        self.seconds[kind] += time.perf_counter() - t0
         if op == "mean":
             tensor.div_(self.world_size)
         return tensor

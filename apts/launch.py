@@ -172,6 +172,13 @@ def launch(cfg: dict, run_dir: str) -> LaunchResult:
         check_data_fits(cfg, ds)
     except (DataError, ConfigError) as e:
         return LaunchResult(EXIT_CONFIG, str(e))
+    if resolve_device(cfg) == "cuda" and cfg["subdomains"] > torch.cuda.device_count():
+        return LaunchResult(
+            EXIT_CONFIG,
+            f"subdomains={cfg['subdomains']} needs one GPU per rank but "
+            f"{torch.cuda.device_count()} are visible; use fewer subdomains, device=cpu, "
+            "or torchrun across several machines",
+        )
     if cfg["subdomains"] == 1:
         try:
             final = _run_rank(cfg, run_dir, ds, 0, 1)

@@ -165,6 +165,7 @@ def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: in
     for epoch in range(1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
         calls0, bytes0 = comm.total_calls(), comm.total_bytes()
+        comm_s0 = comm.seconds["optimizer"]
         perm = epoch_permutation(n_train, seed, epoch)
         batches = [b for b in minibatches(perm, cfg["batch_size"]) if len(b) >= world_size]
         aug_gen.manual_seed(seed * 1_000_003 + epoch * 7919 + rank)
@@ -221,6 +222,8 @@ def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: in
                 steps=len(batches),
                 wall_s=train_s,
                 fwd_bwd_s=fwd_bwd_s,
+                # blocking optimizer collectives (DDP's overlap with backward: not timed)
+                comm_s=comm.seconds["optimizer"] - comm_s0,
                 elapsed_s=time.perf_counter() - t_start,
             )
             # optimizer extras (radius, accepted/rejected, ...); the loop's own keys win
