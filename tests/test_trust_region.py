@@ -22,13 +22,8 @@ from apts.optim import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small problems: intra-op threading only adds overhead (and contention on small CI).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small dense problems: intra-op threading only adds overhead (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rosenbrock(x: torch.Tensor) -> torch.Tensor:

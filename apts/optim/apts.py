@@ -8,7 +8,7 @@ specification this file implements is ``shared/APTS.md``, "One APTS iteration k"
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -116,13 +116,7 @@ class APTS(torch.optim.Optimizer):
             memory=memory,
             gamma=gamma,
             local_memory=local_memory,
-            radius=radius,
-            min_radius=min_radius,
-            max_radius=max_radius,
-            eta1=eta1,
-            eta2=eta2,
-            dec=dec,
-            inc=inc,
+            **asdict(rules),  # the TR constants, validated; "radius" is then the current Δ
         )
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
