@@ -499,3 +499,37 @@ def test_baseline_labels_show_n_when_it_varies(tmp_path):
     final = section(md, "## Final validation accuracy")
     assert row(final, "Adam N=2 lr=0.001 (|B|=10000)")["epochs"] == "2"
     assert row(final, "Adam N=4 lr=0.001 (|B|=10000)")["epochs"] == "2"
+
+
+def test_a_real_preset_sweep_lands_in_one_dir_per_job_and_the_report_finds_all(tmp_path):
+    """apts-train -m over a preset (the smoke preset, two seeds x two optimizers), then
+    apts-report on the sweep directory."""
+    sweep = tmp_path / "sweep"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "apts.cli",
+            "-m",
+            "experiment=smoke",
+            "epochs=1",
+            "subdomains=1",
+            "optimizer=sgd,adam",
+            "seed=0,1",
+            "progress=false",
+            "checkpoint=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = sorted(p.parent for p in sweep.glob("*/metrics.jsonl"))
+    assert len(jobs) == 4 and len({j.name for j in jobs}) == 4
+    out = tmp_path / "report"
+    assert report.main([str(sweep), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "4 runs in 2 configurations" in md
+    assert md.count("| 2 (0, 1) |") == 2  # each optimizer: both seeds grouped
