@@ -31,6 +31,8 @@ from apts.logs import RunLogger
 from apts.models import build_model, count_parameters
 
 CLOSURE_OPTIMIZERS = ("tr", "apts")
+# metrics.jsonl keys that are clock readings: everything else repeats exactly for a seed
+TIMING_KEYS = ("wall_s", "elapsed_s", "fwd_bwd_s", "comm_s")
 TR_KEYS = (
     "radius",
     "min_radius",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from apts.train import TIMING_KEYS
+
 SMALL = ["dataset=synthetic", "dataset.n_train=1200", "dataset.n_test=300", "progress=false"]
-TIMING_KEYS = {"wall_s", "elapsed_s", "fwd_bwd_s"}
 REQUIRED = {
     "epoch",
     "train_loss",
