@@ -3,7 +3,7 @@
 Cruz Alegría, Trotti, Kopaničáková, Krause, "Data-Parallel Neural Network Training
 via Nonlinearly Preconditioned Trust-Region Method", arXiv 2502.05133; the choices
 the paper leaves open follow the authors' code (cruzas/DD4ML, cruzas/ML_APTS). The
-specification this file implements is ``shared/APTS.md``, "One APTS iteration k".
+specification this file implements is ``docs/APTS.md``, "One APTS iteration k".
 """
 
 from __future__ import annotations
