@@ -245,11 +245,17 @@ class APTS(torch.optim.Optimizer):
         f_t, g_t = self._global_eval(closure, trial)
 
         # 6. global test (pred ≤ 1e-12 or anything non-finite: reject)
-        pred = pred_k.item()
-        ared = (f_k - f_t).item()
-        step_norm = torch.linalg.vector_norm(s_k).item()
+        # one host sync for the four numbers the decision needs
+        pred, ared, step_norm, g_finite = torch.stack(
+            [
+                pred_k,
+                f_k - f_t,
+                torch.linalg.vector_norm(s_k),
+                torch.isfinite(g_t).all().to(pred_k.dtype),
+            ]
+        ).tolist()
         accepted, self.radius, rho = self.test_rules.decide(ared, pred, step_norm, self.radius)
-        if accepted and not bool(torch.isfinite(g_t).all()):
+        if accepted and not g_finite:
             accepted, self.radius = False, self.rules.shrink(self.radius)
         if accepted:
             if self.global_hess is not None:
