@@ -2,10 +2,13 @@
 
 - ``subdomains=1`` and no torchrun world: train in this process, no process group.
 - ``subdomains=N`` and no torchrun world: spawn N processes with
-  ``torch.multiprocessing`` on 127.0.0.1 and a free port (so parallel multirun jobs
-  never collide). The dataset is loaded once here, before any rank starts (a
-  missing file is one line and no rank), and shared with the ranks through shared
-  memory. If one rank fails, the others are terminated, not left waiting.
+  ``torch.multiprocessing`` on 127.0.0.1. They meet through a file in a private
+  temporary directory (``file://`` rendezvous), so parallel multirun jobs never
+  collide: there is no port to pick (probing for a free one and closing it leaves a
+  window for another job) and gloo binds its own ephemeral ports.
+  The dataset is loaded once here, before any rank starts (a missing file is one
+  line and no rank), and shared with the ranks through shared memory. If one rank
+  fails, the others are terminated, not left waiting.
 - torchrun (``WORLD_SIZE`` and ``RANK`` set): this process is one rank; it joins
   with ``env://`` and ``subdomains`` must equal ``WORLD_SIZE``.
 
@@ -15,9 +18,12 @@ gloo serves CPU runs and NCCL CUDA runs (one GPU per rank, ``LOCAL_RANK``).
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import sys
+import tempfile
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -51,10 +57,25 @@ def torchrun_env() -> dict[str, int] | None:
     }
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+@contextmanager
+def rendezvous_file() -> Iterator[str]:
+    """A ``file://`` rendezvous address private to one job, removed afterwards."""
+    d = tempfile.mkdtemp(prefix="apts-rdzv-")
+    try:
+        yield f"file://{d}/store"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def init_rank(backend: str, init_method: str, rank: int, world: int, timeout_s: float) -> None:
+    """Initialise the default process group of one rank."""
+    dist.init_process_group(
+        backend,
+        init_method=init_method,
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=timeout_s),
+    )
 
 
 def resolve_device(cfg: dict) -> str:
@@ -87,29 +108,19 @@ def check_data_fits(cfg: dict, ds: Dataset) -> None:
         )
 
 
-def _init_group(backend: str, timeout_s: float, **kw) -> None:
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **kw)
-
-
 def _run_rank(cfg: dict, run_dir: str, ds: Dataset | None, rank: int, world: int) -> dict:
     from apts.train import train
 
     return train(cfg, run_dir, ds, rank=rank, world_size=world)
 
 
-def _spawned_rank(local_rank: int, cfg: dict, run_dir: str, ds: Dataset, port: int) -> None:
+def _spawned_rank(local_rank: int, cfg: dict, run_dir: str, ds: Dataset, rdzv: str) -> None:
     world = cfg["subdomains"]
     device = resolve_device(cfg)
-    host = cfg["launcher"]["master_addr"] or "127.0.0.1"
     if device == "cuda":
         torch.cuda.set_device(local_rank)
-    _init_group(
-        "nccl" if device == "cuda" else "gloo",
-        cfg["launcher"]["timeout_s"],
-        init_method=f"tcp://{host}:{port}",
-        rank=local_rank,
-        world_size=world,
-    )
+    backend = "nccl" if device == "cuda" else "gloo"
+    init_rank(backend, rdzv, local_rank, world, cfg["launcher"]["timeout_s"])
     try:
         _run_rank(cfg, run_dir, ds, local_rank, world)
     except (DataError, ConfigError) as e:
@@ -129,16 +140,16 @@ def _set_loopback_iface(host: str) -> None:
 def _spawn(cfg: dict, run_dir: str, ds: Dataset) -> LaunchResult:
     world = cfg["subdomains"]
     host = cfg["launcher"]["master_addr"] or "127.0.0.1"
-    port = cfg["launcher"]["port"] or free_port(host)
     _set_loopback_iface(host)
     try:
-        mp.start_processes(
-            _spawned_rank,
-            args=(cfg, run_dir, ds, port),
-            nprocs=world,
-            join=True,
-            start_method="spawn",
-        )
+        with rendezvous_file() as rdzv:
+            mp.start_processes(
+                _spawned_rank,
+                args=(cfg, run_dir, ds, rdzv),
+                nprocs=world,
+                join=True,
+                start_method="spawn",
+            )
     except mp.ProcessExitedException as e:
         if e.exit_code == EXIT_CONFIG:
             return LaunchResult(EXIT_CONFIG, "a rank rejected the run (message above)")
@@ -200,7 +211,10 @@ def _join_world(cfg: dict, run_dir: str, env: dict[str, int]) -> LaunchResult:
         torch.cuda.set_device(env["local_rank"])
     else:
         _set_loopback_iface(os.environ.get("MASTER_ADDR", ""))
-    _init_group("nccl" if device == "cuda" else "gloo", cfg["launcher"]["timeout_s"])
+    dist.init_process_group(
+        "nccl" if device == "cuda" else "gloo",
+        timeout=timedelta(seconds=cfg["launcher"]["timeout_s"]),
+    )
     from apts.comm import Comm
 
     try:

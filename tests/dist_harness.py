@@ -1,4 +1,4 @@
-"""Run a function on N gloo ranks (127.0.0.1, free port) and collect what each returns.
+"""Run a function on N gloo ranks (127.0.0.1) and collect what each returns.
 
 ``run_ranks(fn, n, *args)`` spawns n processes; rank r calls ``fn(r, n, *args)`` inside
 an initialised process group and its (picklable) return value comes back in a list
@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from apts.launch import free_port
+from apts.launch import init_rank, rendezvous_file
 
 
-def _entry(rank: int, n: int, port: int, out_dir: str, fn, args) -> None:
+def _entry(rank: int, n: int, rdzv: str, out_dir: str, fn, args) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=n,
-        timeout=timedelta(seconds=120),
-    )
+    init_rank("gloo", rdzv, rank, n, timeout_s=120)
     try:
         result = fn(rank, n, *args)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
@@ -37,10 +30,8 @@ def _entry(rank: int, n: int, port: int, out_dir: str, fn, args) -> None:
 
 
 def run_ranks(fn, n: int, *args) -> list:
-    with tempfile.TemporaryDirectory() as out:
-        mp.start_processes(
-            _entry, args=(n, free_port(), out, fn, args), nprocs=n, start_method="spawn"
-        )
+    with tempfile.TemporaryDirectory() as out, rendezvous_file() as rdzv:
+        mp.start_processes(_entry, args=(n, rdzv, out, fn, args), nprocs=n, start_method="spawn")
         return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(n)]
 
 

@@ -164,3 +164,47 @@ def test_trust_region_optimizers_count_their_collectives_and_repeat_exactly(
         assert r["accepted"] + r["rejected"] == r["steps"]
         assert r["radius"] > 0
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+def _spawned_ranks(pid: int) -> list[int]:
+    """Children of ``pid`` started by torch.multiprocessing's spawn."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmd:
+                out.append(int(child))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_rank_that_dies_ends_the_run_instead_of_hanging_the_others(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apts.cli", *SMALL, "optimizer=apts", "subdomains=2"]
+        + ["batch_size=200", "epochs=500", f"hydra.run.dir={run}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists():  # training is under way on both ranks
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        ranks = _spawned_ranks(proc.pid)
+        assert len(ranks) == 2
+        os.kill(ranks[-1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)  # the survivor is stopped, not left waiting
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    # whichever the launcher sees first: the killed rank, or the survivor's failed collective
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("apts-train: error: rank"), err[-2000:]
+    assert "died with exit code -9" in last or "failed:" in last
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])  # whole lines
