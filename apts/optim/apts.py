@@ -16,7 +16,7 @@ from torch import Tensor
 
 from apts.optim.flat import check_flat_params, flat_grad, flat_params, set_flat_params_
 from apts.optim.lsr1 import LSR1
-from apts.optim.trust_region import TRRules, tr_iteration
+from apts.optim.trust_region import TRRules, judge_trial, tr_iteration
 
 # The global test rejects when the summed local reductions are this small (APTS.md, 6).
 _PRED_FLOOR = 1e-12
@@ -245,18 +245,9 @@ class APTS(torch.optim.Optimizer):
         f_t, g_t = self._global_eval(closure, trial)
 
         # 6. global test (pred ≤ 1e-12 or anything non-finite: reject)
-        # one host sync for the four numbers the decision needs
-        pred, ared, step_norm, g_finite = torch.stack(
-            [
-                pred_k,
-                f_k - f_t,
-                torch.linalg.vector_norm(s_k),
-                torch.isfinite(g_t).all().to(pred_k.dtype),
-            ]
-        ).tolist()
-        accepted, self.radius, rho = self.test_rules.decide(ared, pred, step_norm, self.radius)
-        if accepted and not g_finite:
-            accepted, self.radius = False, self.rules.shrink(self.radius)
+        (accepted, self.radius, rho), ared, _, pred = judge_trial(
+            self.test_rules, f_k, f_t, g_t, pred_k, torch.linalg.vector_norm(s_k), self.radius
+        )
         if accepted:
             if self.global_hess is not None:
                 self.global_hess.update(s_k, g_t - g_k)

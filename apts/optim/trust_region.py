@@ -29,7 +29,7 @@ from .flat import check_flat_params, flat_grad, flat_params, num_params, set_fla
 from .lsr1 import LSR1
 from .subproblem import solve_subproblem_detailed
 
-__all__ = ["TRDecision", "TRResult", "TRRules", "TrustRegion", "tr_iteration"]
+__all__ = ["TRDecision", "TRResult", "TRRules", "TrustRegion", "judge_trial", "tr_iteration"]
 
 
 def _number(name: str, value: Any) -> float:
@@ -109,6 +109,25 @@ class TRRules:
         return TRDecision(True, radius, rho)
 
 
+def judge_trial(
+    rules: TRRules, f: Any, f_trial: Any, g_trial: Tensor, pred: Any, step_norm: Any, radius: float
+) -> tuple[TRDecision, float, float, float]:
+    """The acceptance test of a trial point: ``rules.decide`` on ρ = (f − f_trial)/pred, and a
+    rejection when the trial gradient is not finite (a finite loss with a non-finite gradient
+    is still no place to move to). Values may be floats or 0-d tensors on any device; they are
+    read with one host sync, in float64. Returns the decision, ared, f_trial and pred as
+    floats."""
+    vals = [f, f_trial, pred, step_norm, torch.isfinite(g_trial).all()]
+    f, ft, pred, step_norm, finite = torch.stack(
+        [torch.as_tensor(v, dtype=torch.float64, device=g_trial.device) for v in vals]
+    ).tolist()
+    ared = f - ft
+    decision = rules.decide(ared, pred, step_norm, radius)
+    if decision.accepted and not finite:
+        decision = TRDecision(False, rules.shrink(radius), decision.rho)
+    return decision, ared, ft, pred
+
+
 @dataclass
 class TRResult:
     """Result of :func:`tr_iteration`.
@@ -178,12 +197,9 @@ def tr_iteration(
     sol = solve_subproblem_detailed(g, hess, delta)
     x_trial = x + sol.p
     f_trial, g_trial = fg(x_trial)
-    ft = float(f_trial)
-    ared = float(f) - ft
-    accepted, new_radius, rho = rules.decide(ared, sol.pred, sol.step_norm, delta)
-    if accepted and not bool(torch.isfinite(g_trial).all()):
-        # A finite loss with a non-finite gradient is still no place to move to.
-        accepted, new_radius = False, rules.shrink(delta)
+    (accepted, new_radius, rho), ared, ft, _ = judge_trial(
+        rules, f, f_trial, g_trial, sol.pred, sol.step_norm, delta
+    )
     common = {
         "radius": new_radius,
         "accepted": accepted,
