@@ -33,46 +33,36 @@ from apts.models import build_model, count_parameters
 CLOSURE_OPTIMIZERS = ("tr", "apts")
 # metrics.jsonl keys that are clock readings: everything else repeats exactly for a seed
 TIMING_KEYS = ("wall_s", "elapsed_s", "fwd_bwd_s", "comm_s")
-TR_KEYS = (
-    "radius",
-    "min_radius",
-    "max_radius",
-    "eta1",
-    "eta2",
-    "dec",
-    "inc",
-    "order",
-    "memory",
-    "gamma",
-)
-APTS_KEYS = (*TR_KEYS, "local_iters", "global_iters", "foc", "local_memory")
+
+
+def optimizer_factory(ocfg: dict) -> Callable[..., torch.optim.Optimizer]:
+    """``params -> optimizer`` from the ``optimizer`` config group (Hydra's ``instantiate``).
+
+    The group's ``_target_`` names the class and every other key except ``name`` (the
+    runner's label) is a constructor argument, declared nowhere else: the constructors
+    check their ranges and reject unknown keys.
+    """
+    from hydra.utils import instantiate
+
+    args = {k: v for k, v in ocfg.items() if k != "name"}
+    return instantiate({**args, "_partial_": True}, _convert_="all")
+
+
+def communicates_itself(factory: Callable[..., torch.optim.Optimizer]) -> bool:
+    """Whether the optimizer issues its own (counted) collectives: it takes ``comm``.
+    Those that do not are the data-parallel baselines, wrapped in DDP."""
+    import inspect
+
+    return "comm" in inspect.signature(factory.func).parameters
 
 
 def build_optimizer(ocfg: dict, model: torch.nn.Module, comm: Comm) -> torch.optim.Optimizer:
-    """The optimizer named by the ``optimizer`` config group, on ``model``'s parameters."""
-    name = ocfg["name"]
-    params = model.parameters()
-    if name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=ocfg["lr"],
-            momentum=ocfg["momentum"],
-            nesterov=ocfg.get("nesterov", False),
-            weight_decay=ocfg["weight_decay"],
-        )
-    if name == "adam":
-        return torch.optim.Adam(
-            params, lr=ocfg["lr"], betas=tuple(ocfg["betas"]), weight_decay=ocfg["weight_decay"]
-        )
-    if name == "tr":
-        from apts.optim import TrustRegion
-
-        return TrustRegion(params, comm=comm, **{k: ocfg[k] for k in TR_KEYS})
-    if name == "apts":
-        from apts.optim import APTS
-
-        return APTS(params, comm, **{k: ocfg[k] for k in APTS_KEYS})
-    raise ValueError(f"unknown optimizer {name!r}")
+    """The optimizer of the ``optimizer`` config group on ``model``'s parameters; those that
+    communicate themselves get ``comm``."""
+    factory = optimizer_factory(ocfg)
+    if communicates_itself(factory):
+        return factory(model.parameters(), comm=comm)
+    return factory(model.parameters())
 
 
 def _threads_per_rank(world_size: int) -> int:
@@ -143,7 +133,7 @@ def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: in
     opt_name = cfg["optimizer"]["name"]
     closure_style = opt_name in CLOSURE_OPTIMIZERS
     net = model
-    if not closure_style and comm.world_size > 1:
+    if not communicates_itself(optimizer_factory(cfg["optimizer"])) and comm.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # Identical seeded init: skip DDP's start-up broadcast; no per-forward buffer

@@ -54,7 +54,6 @@ def _choice(cfg: Mapping, key: str, choices: tuple[str, ...]) -> str:
 
 def validate(cfg: Mapping) -> None:
     """Raise :class:`ConfigError` on the first invalid value of a composed config."""
-    inf = math.inf
     _int(cfg, "epochs")
     _int(cfg, "seed", lo=0)
     batch = _int(cfg, "batch_size")
@@ -87,45 +86,69 @@ def validate(cfg: Mapping) -> None:
         raise ConfigError("dataset.data_dir must be a directory path")
 
     opt = _choice(cfg, "optimizer.name", OPTIMIZERS)
-    if opt in ("sgd", "adam"):
-        _num(cfg, "optimizer.lr", 0.0, inf, lo_open=True)
-        _num(cfg, "optimizer.weight_decay", 0.0, inf)
-        if opt == "sgd":
-            _num(cfg, "optimizer.momentum", 0.0, 1.0, hi_open=True)
-        else:
-            betas = _get(cfg, "optimizer.betas")
-            if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-                raise ConfigError(f"optimizer.betas={list(betas)} must be two numbers in [0, 1)")
-    else:
-        _validate_trust_region(cfg)
     if opt != "apts" and overlap > 0:
         raise ConfigError(f"overlap={overlap} is only used by optimizer=apts; set overlap=0")
+    check_optimizer(_get(cfg, "optimizer"))
 
 
-def _validate_trust_region(cfg: Mapping) -> None:
-    inf = math.inf
-    r0 = _num(cfg, "optimizer.radius", 0.0, inf, lo_open=True)
-    rmin = _num(cfg, "optimizer.min_radius", 0.0, inf, lo_open=True)
-    rmax = _num(cfg, "optimizer.max_radius", 0.0, inf, lo_open=True)
-    if not rmin <= r0 <= rmax:
+def check_optimizer(ocfg: Mapping) -> None:
+    """Build the configured optimizer on a dummy parameter: its constructor checks every
+    option (ranges, unknown keys); a rejection becomes a one-line :class:`ConfigError`."""
+    import inspect
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from apts.train import optimizer_factory
+
+    name = ocfg["name"]
+    plain = OmegaConf.to_container(ocfg, resolve=True) if OmegaConf.is_config(ocfg) else ocfg
+    try:
+        factory = optimizer_factory(dict(plain))
+    except Exception as e:  # Hydra: a _target_ that does not import
         raise ConfigError(
-            f"need optimizer.min_radius <= optimizer.radius <= optimizer.max_radius, "
-            f"got {rmin} <= {r0} <= {rmax}"
+            f"optimizer={name}: cannot load optimizer._target_: {_first_line(e)}"
+        ) from None
+    params = inspect.signature(factory.func).parameters
+    unknown = sorted(set(factory.keywords) - set(params))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        options = ", ".join(k for k in params if k not in ("params", "comm"))
+        raise ConfigError(
+            f"optimizer.{unknown[0]} is not an option of optimizer={name}; its options: {options}"
         )
-    e1 = _num(cfg, "optimizer.eta1", 0.0, 1.0, hi_open=True)
-    e2 = _num(cfg, "optimizer.eta2", 0.0, 1.0, hi_open=True)
-    if e1 > e2:
-        raise ConfigError(f"need optimizer.eta1 <= optimizer.eta2, got {e1} > {e2}")
-    _num(cfg, "optimizer.dec", 0.0, 1.0, lo_open=True, hi_open=True)
-    _num(cfg, "optimizer.inc", 1.0, inf)
-    _choice(cfg, "optimizer.order", ("first", "second"))
-    _int(cfg, "optimizer.memory")
-    gamma = _get(cfg, "optimizer.gamma")
-    if gamma != "auto":
-        _num(cfg, "optimizer.gamma", 0.0, inf, lo_open=True)
-    if _get(cfg, "optimizer.name") == "apts":
-        _int(cfg, "optimizer.local_iters", lo=0)
-        _int(cfg, "optimizer.global_iters", lo=0)
-        _choice(cfg, "optimizer.local_memory", ("keep", "reset"))
-        if not isinstance(_get(cfg, "optimizer.foc"), bool):
-            raise ConfigError("optimizer.foc must be true or false")
+    for key, value in factory.keywords.items():
+        _check_type(f"optimizer.{key}", value, params[key].default)
+    try:
+        factory([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as e:
+        # a string where the default is a number is left to the constructor (gamma="auto")
+        strings = [k for k, v in factory.keywords.items() if isinstance(v, str)]
+        numeric = [k for k in strings if isinstance(params[k].default, (int, float))]
+        if isinstance(e, TypeError) and numeric:
+            raise ConfigError(
+                f"optimizer.{numeric[0]}={factory.keywords[numeric[0]]!r} must be a number"
+            ) from None
+        msg = _first_line(e)
+        key = msg.split("=", 1)[0] if "=" in msg else ""
+        where = f"optimizer.{msg}" if key in factory.keywords else f"optimizer={name}: {msg}"
+        raise ConfigError(f"{where}; fix it with optimizer.<key>=<value>") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return " ".join(lines[0].split()) if lines else type(e).__name__
+
+
+def _check_type(key: str, value: Any, default: Any) -> None:
+    """A value must have the kind of its constructor default: a bool for a bool (Hydra
+    gives ``maybe`` as a string), a number for a number, a list of numbers for a tuple."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false")
+    elif isinstance(default, (int, float)) and not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r} must be a number")
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and len(value) == len(default)
+        if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+            raise ConfigError(f"{key}={value!r} must be a list of {len(default)} numbers")
