@@ -5,6 +5,7 @@ Imports only torch and the standard library.
 
 from .apts import APTS
 from .flat import check_flat_params, flat_grad, flat_params, num_params, set_flat_params_
+from .local_sgd import LocalAdam, LocalSGD
 from .lsr1 import LSR1, LSR1Spectrum
 from .subproblem import SubproblemResult, solve_subproblem, solve_subproblem_detailed
 from .trust_region import TRDecision, TRResult, TRRules, TrustRegion, tr_iteration
@@ -13,6 +14,8 @@ __all__ = [
     "APTS",
     "LSR1",
     "LSR1Spectrum",
+    "LocalAdam",
+    "LocalSGD",
     "SubproblemResult",
     "TRDecision",
     "TRResult",
