@@ -192,6 +192,9 @@ def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: in
             loss_sum += torch.as_tensor(loss, dtype=torch.float64, device=device).detach()
             bar.update(loss)
         bar.close()
+        sync = getattr(opt, "synchronize", None)
+        if sync is not None:
+            sync()
         train_s = time.perf_counter() - t0
         # one reduction of the epoch's statistics (counted as "metrics", not optimizer traffic)
         buf = torch.stack(

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 DEVICES = ("cpu", "cuda", "auto")
-OPTIMIZERS = ("sgd", "adam", "tr", "apts")
+OPTIMIZERS = ("sgd", "adam", "tr", "apts", "local_sgd", "local_adam")
 
 
 class ConfigError(ValueError):

@@ -25,12 +25,20 @@ from pathlib import Path
 PROFILES = {
     "quick": {
         "datasets": ["fashion_mnist"],
-        "presets": ["quick_apts", "quick_adam", "quick_sgd"],
+        "presets": [
+            "quick_apts",
+            "quick_adam",
+            "quick_sgd",
+            "quick_local_adam",
+            "quick_local_sgd",
+        ],
     },
     "full": {
         "datasets": ["mnist", "cifar10"],
         "presets": [
-            f"paper_{ds}_{opt}" for ds in ("mnist", "cifar10") for opt in ("apts", "adam", "sgd")
+            f"paper_{ds}_{opt}"
+            for ds in ("mnist", "cifar10")
+            for opt in ("apts", "adam", "sgd", "local_adam", "local_sgd")
         ],
     },
 }

@@ -1,0 +1,332 @@
+"""Local SGD / local Adam: counted averages every H steps on 2 and 4 gloo ranks, checked
+against one-process references (gradient descent, N simulated Adams), plus the runner."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from dist_harness import gather, run_ranks
+from test_apts import BATCH, make_problem
+from test_config import _compose
+from test_runner import FCNN_PARAMS, SMALL, read_metrics, run_cli
+
+from apts.comm import Comm
+from apts.data import shard
+from apts.optim import LocalAdam, LocalSGD
+from apts.optim.flat import flat_params, set_flat_params_
+from apts.validate import ConfigError, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+H, STEPS = 3, 7  # STEPS % H != 0: the epoch-end synchronize has work to do
+
+
+def local_step(model, opt, x, y, rank: int, n: int, t: int) -> None:
+    """One step on rank ``rank``'s shard of mini-batch t (a rotation of the fixed batch,
+    so the shards change from step to step)."""
+    idx = shard(torch.roll(torch.arange(BATCH), 13 * t), rank, n)
+    opt.zero_grad()
+    F.cross_entropy(model(x[idx]), y[idx]).backward()
+    opt.step()
+
+
+def averages(steps: int, h: int) -> int:
+    """Collectives for ``steps`` steps then synchronize(): floor(steps/H), +1 unless the
+    last step averaged."""
+    return steps // h + (steps % h != 0)
+
+
+# ------------------------------------------------------------------ N ranks (gloo)
+def _counts_and_identity(rank, n):
+    model, x, y = make_problem(dtype=torch.float32)
+    comm = Comm(record_sizes=True)
+    opt = LocalAdam(model.parameters(), comm=comm, sync_every=H, lr=1e-2)
+    identical, calls = [], []
+
+    def record():
+        copies = gather(flat_params(model.parameters()))
+        identical.append(all(torch.equal(c, copies[0]) for c in copies))
+        calls.append(comm.calls["optimizer"])
+
+    for t in range(STEPS):
+        local_step(model, opt, x, y, rank, n, t)
+        record()
+    opt.synchronize()
+    record()
+    opt.synchronize()  # nothing was stepped since: free
+    record()
+    for t in range(STEPS, STEPS + H):  # a full period: averaged by its last step
+        local_step(model, opt, x, y, rank, n, t)
+        record()
+    opt.synchronize()  # right after a periodic average: free
+    record()
+    return {
+        "identical": identical,
+        "calls": calls,
+        "sizes": comm.sizes,
+        "bytes": dict(comm.bytes),
+        "n": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _gradient_descent(rank, n, steps, lr, wd):
+    """H = 1, plain SGD: should be gradient descent on the union of the shards."""
+    model, x, y = make_problem()
+    opt = LocalSGD(model.parameters(), comm=Comm(), sync_every=1, lr=lr, weight_decay=wd)
+    for t in range(steps):
+        local_step(model, opt, x, y, rank, n, t)
+    return flat_params(model.parameters())
+
+
+def _local_adam(rank, n, steps, h, lr):
+    model, x, y = make_problem()
+    opt = LocalAdam(model.parameters(), comm=Comm(), sync_every=h, lr=lr, weight_decay=1e-3)
+    for t in range(steps):
+        local_step(model, opt, x, y, rank, n, t)
+    opt.synchronize()
+    return flat_params(model.parameters())
+
+
+def _make(kind, params, comm):
+    if kind == "sgd":
+        return LocalSGD(params, comm=comm, sync_every=H, lr=0.1, momentum=0.9, nesterov=True)
+    return LocalAdam(params, comm=comm, sync_every=H, lr=1e-2, weight_decay=1e-2)
+
+
+def _resume(rank, n, kind):
+    """5 steps, save (through pickle), 5 more + synchronize; then the same 5 + synchronize
+    from the saved state in a fresh model and optimizer."""
+    model, x, y = make_problem()
+    comm = Comm()
+    opt = _make(kind, model.parameters(), comm)
+    for t in range(5):
+        local_step(model, opt, x, y, rank, n, t)
+    saved = pickle.loads(pickle.dumps((model.state_dict(), opt.state_dict())))
+    out = {"local_steps": saved[1]["local_steps"]}
+    for label in ("straight", "resumed"):
+        if label == "resumed":
+            model, _, _ = make_problem(seed=1)  # other initial weights: all must come from saved
+            opt = _make(kind, model.parameters(), comm)
+            model.load_state_dict(saved[0])
+            opt.load_state_dict(copy.deepcopy(saved[1]))
+        before = comm.calls["optimizer"]
+        for t in range(5, 10):
+            local_step(model, opt, x, y, rank, n, t)
+        opt.synchronize()
+        out[label] = (flat_params(model.parameters()), comm.calls["optimizer"] - before)
+    return out
+
+
+def _all_scenarios(rank, n):
+    return {
+        "counts": _counts_and_identity(rank, n),
+        "gd": _gradient_descent(rank, n, steps=5, lr=0.5, wd=1e-2),
+        "adam": _local_adam(rank, n, steps=8, h=H, lr=1e-2),
+        "resume": {kind: _resume(rank, n, kind) for kind in ("sgd", "adam")},
+    }
+
+
+@pytest.fixture(scope="module", params=[2, 4], ids=["N2", "N4"])
+def ranks(request):
+    n = request.param
+    return n, run_ranks(_all_scenarios, n)
+
+
+def test_one_counted_average_per_period_plus_one_at_synchronize(ranks):
+    _, results = ranks
+    first = averages(STEPS, H)  # STEPS steps and synchronize
+    expected = (
+        [t // H for t in range(1, STEPS + 1)]
+        + [first, first]  # synchronize, then synchronize again: free
+        + [first + t // H for t in range(1, H + 1)]  # one full period
+        + [first + averages(H, H)]  # synchronize right after a periodic average: free
+    )
+    assert expected[-1] == STEPS // H + 2
+    for r in results:
+        c = r["counts"]
+        assert c["calls"] == expected
+        # every average: one all-reduce of the n float32 parameters, nothing else
+        assert c["sizes"] == [("optimizer", c["n"])] * expected[-1]
+        assert c["bytes"] == {"optimizer": expected[-1] * c["n"] * 4}
+
+
+def test_parameters_bit_identical_on_all_ranks_exactly_after_each_average(ranks):
+    # identical after every average (and every synchronize); between averages the ranks'
+    # local steps on different shards really make them differ
+    _, results = ranks
+    expected = (
+        [t % H == 0 for t in range(1, STEPS + 1)]
+        + [True, True]
+        + [t % H == 0 for t in range(1, H + 1)]
+        + [True]
+    )
+    for r in results:
+        assert r["counts"]["identical"] == expected
+
+
+def test_h1_local_sgd_is_gradient_descent_on_the_whole_batch(ranks):
+    # mean_i (θ - lr(∇f_i + wd θ)) = θ - lr(mean_i ∇f_i + wd θ): for equal shards the
+    # full-batch gradient step, computed here in one process with torch.optim.SGD
+    n, results = ranks
+    assert BATCH % n == 0
+    model, x, y = make_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, weight_decay=1e-2)
+    for t in range(5):
+        local_step(model, opt, x, y, 0, 1, t)
+    ref = flat_params(model.parameters())
+    assert (ref - flat_params(make_problem()[0].parameters())).norm() > 1e-2  # it moved
+    for r in results:
+        torch.testing.assert_close(r["gd"], ref, rtol=0, atol=1e-12)
+
+
+def test_local_adam_equals_n_simulated_adams_averaged_every_h_steps(ranks):
+    n, results = ranks
+    base, x, y = make_problem()
+    models = [copy.deepcopy(base) for _ in range(n)]
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=1e-3) for m in models]
+
+    def average():
+        mean = torch.stack([flat_params(m.parameters()) for m in models]).mean(0)
+        for m in models:
+            set_flat_params_(m.parameters(), mean)
+
+    steps = 8
+    for t in range(steps):
+        for r in range(n):
+            local_step(models[r], opts[r], x, y, r, n, t)
+        if (t + 1) % H == 0:
+            average()
+    average()  # synchronize() at the end
+    ref = flat_params(models[0].parameters())
+    for r in results:
+        torch.testing.assert_close(r["adam"], ref, rtol=0, atol=1e-12)
+
+
+def test_state_dict_round_trip_continues_bit_for_bit(ranks):
+    _, results = ranks
+    for r in results:
+        for kind, out in r["resume"].items():
+            assert out["local_steps"] == 5 % H, kind
+            (a, calls_a), (b, calls_b) = out["straight"], out["resumed"]
+            assert torch.equal(a, b), kind
+            # the period continues: averages after global steps 6 and 9, then synchronize
+            assert calls_a == calls_b == 3, kind
+
+
+# ------------------------------------------------------------------ one process
+@pytest.mark.parametrize(
+    "local_cls,plain_cls,kw",
+    [
+        (LocalSGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)),
+        (LocalAdam, torch.optim.Adam, dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2)),
+    ],
+)
+@pytest.mark.parametrize("comm", [None, Comm()], ids=["no-comm", "comm-without-group"])
+def test_one_process_is_bit_identical_to_the_plain_optimizer(local_cls, plain_cls, kw, comm):
+    model, x, y = make_problem(dtype=torch.float32)
+    plain_model = copy.deepcopy(model)
+    local = local_cls(model.parameters(), comm=comm, sync_every=4, **kw)
+    plain = plain_cls(plain_model.parameters(), **kw)
+    for t in range(5):
+        local_step(model, local, x, y, 0, 1, t)
+        local_step(plain_model, plain, x, y, 0, 1, t)
+        if t == 2:
+            local.synchronize()
+        for p, q in zip(model.parameters(), plain_model.parameters(), strict=True):
+            assert torch.equal(p, q)
+    local_state, plain_state = local.state_dict(), plain.state_dict()
+    assert local_state.pop("local_steps") == 2  # 3 steps, synchronize, 2 steps
+    assert local_state["param_groups"] == plain_state["param_groups"]
+    assert local_state["state"].keys() == plain_state["state"].keys()
+    for i, state in plain_state["state"].items():
+        assert state.keys() == local_state["state"][i].keys()
+        assert all(torch.equal(v, local_state["state"][i][k]) for k, v in state.items())
+    if comm is not None:
+        assert comm.calls == {}
+
+
+@pytest.mark.parametrize(
+    "cls,kw,prefix",
+    [
+        (LocalSGD, dict(lr=-1.0), "lr=-1.0 "),
+        (LocalSGD, dict(momentum=-0.5), "momentum=-0.5 "),
+        (LocalSGD, dict(nesterov=True), "nesterov=True "),
+        (LocalSGD, dict(weight_decay=float("nan")), "weight_decay=nan "),
+        (LocalSGD, dict(sync_every=0), "sync_every=0 "),
+        (LocalAdam, dict(sync_every=2.5), "sync_every=2.5 "),
+        (LocalAdam, dict(sync_every=True), "sync_every=True "),
+        (LocalAdam, dict(betas=[0.9, 1.0]), "betas=[0.9, 1.0] "),
+        (LocalAdam, dict(betas=(0.9,)), "betas=(0.9,) "),
+        (LocalAdam, dict(eps=-1e-8), "eps=-1e-08 "),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(cls, kw, prefix):
+    with pytest.raises(ValueError) as e:
+        cls([torch.zeros(2, requires_grad=True)], **kw)
+    assert str(e.value).startswith(prefix)
+
+
+def test_parameters_of_mixed_dtypes_are_rejected():
+    params = [torch.zeros(2, requires_grad=True), torch.zeros(2, dtype=torch.float64)]
+    with pytest.raises(ValueError, match="one dtype and device"):
+        LocalAdam(params)
+
+
+# ------------------------------------------------------------------ configs and runner
+@pytest.mark.parametrize(
+    "overrides,line",
+    [
+        (["optimizer.sync_every=0"], "optimizer.sync_every=0 must be an integer >= 1"),
+        (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 must be a number >= 0"),
+        (["optimizer.betas=[0.9,1.5]"], "optimizer.betas=[0.9, 1.5] must be two numbers"),
+        (["+optimizer.momentum=0.9"], "optimizer.momentum is not an option"),
+    ],
+)
+def test_local_adam_config_errors_are_one_line(overrides, line):
+    with pytest.raises(ConfigError) as e:
+        validate(_compose("optimizer=local_adam", *overrides))
+    assert str(e.value).startswith(line) and "\n" not in str(e.value)
+
+
+def test_reproduce_profiles_name_existing_local_presets():
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    presets = [p for prof in reproduce.PROFILES.values() for p in prof["presets"]]
+    local = [p for p in presets if "_local_" in p]
+    assert sorted(local) == sorted(
+        [f"quick_local_{o}" for o in ("adam", "sgd")]
+        + [f"paper_{d}_local_{o}" for d in ("mnist", "cifar10") for o in ("adam", "sgd")]
+    )
+    for p in local:
+        cfg = _compose(f"experiment={p}")
+        validate(cfg)
+        assert cfg.optimizer.name in ("local_adam", "local_sgd") and cfg.batch_size == 128
+
+
+def test_runner_averages_every_h_steps_and_at_each_epoch_end(tmp_path):
+    h = 4
+    run_cli(
+        *SMALL,
+        "optimizer=local_adam",
+        f"optimizer.sync_every={h}",
+        "subdomains=2",
+        "epochs=2",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+    )
+    rows = read_metrics(tmp_path / "run")
+    for r in rows:
+        assert r["steps"] == math.ceil(1200 / 128) and r["steps"] % h != 0
+        assert r["comm_calls"] == averages(r["steps"], h)  # no DDP: only the averages
+        assert r["comm_bytes"] == r["comm_calls"] * FCNN_PARAMS * 4
+        assert r["comm_by_kind"]["calls"].keys() == {"optimizer", "metrics"}
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["optimizer"]["local_steps"] == 0  # saved after the epoch-end average
