@@ -40,7 +40,7 @@ def check_data(datasets: list[str], data_dir: str | None) -> None:
     """Stop at once, in one line, when a dataset is neither on disk nor downloadable."""
     import os
 
-    from apts.data import DataError, load_dataset
+    from apts.datasets import DataError, load_dataset
 
     root = data_dir or os.environ.get("APTS_DATA_DIR", "data")
     for name in datasets:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from test_runner import read_metrics, run_cli
 
-from apts.data import DataError, load_dataset
+from apts.datasets import DataError, load_dataset
 
 
 def _fashion_available() -> bool:
