@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,9 @@ class Dataset:
 
     ``train_x``/``test_x`` are uint8 ``[N, C, H, W]``; ``train_y``/``test_y`` int64 ``[N]``.
     ``mean``/``std`` are per-channel statistics in 0..1 units of the training images
-    (population std), used by :func:`to_float`.
+    (population std), used by :func:`to_float`. ``source`` says where the data came
+    from: one ``{"path": str, "md5": str}`` per file read (absolute path, md5 of the
+    bytes on disk), or for generated data one dict of the generator's parameters.
     """
 
     name: str
@@ -48,6 +51,7 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int
+    source: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -127,9 +131,10 @@ def make_synthetic(
     prototypes use independent random streams, so ``n_train`` does not change the test set.
     """
     c, h, w = (int(s) for s in shape)
-    if min(c, h, w) < 1 or num_classes < 1 or n_train < 0 or n_test < 0 or noise < 0:
+    # an empty split would only fail later, after a whole epoch of training
+    if min(c, h, w, num_classes, n_train, n_test) < 1 or noise < 0:
         raise ValueError(
-            f"synthetic: need positive shape/num_classes, n_train/n_test >= 0, noise >= 0; got "
+            f"synthetic: need positive shape, num_classes, n_train and n_test, noise >= 0; got "
             f"shape={tuple(shape)} num_classes={num_classes} n_train={n_train} "
             f"n_test={n_test} noise={noise}"
         )
@@ -155,13 +160,23 @@ def make_synthetic(
             x = augment(protos[yb], gen, pad=2, flip=False)
             x = a * x + b + noise * torch.randn(m, c, h, w, generator=gen)
             xs.append(x.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
-        x = torch.cat(xs) if xs else torch.empty(0, c, h, w, dtype=torch.uint8)
-        return x, y
+        return torch.cat(xs), y
 
     train_x, train_y = sample(n_train, 1)
     test_x, test_y = sample(n_test, 2)
     mean, std = channel_stats(train_x)
-    return Dataset("synthetic", train_x, train_y, test_x, test_y, mean, std, num_classes)
+    source = [
+        {
+            "generator": "apts.data.make_synthetic",
+            "seed": int(seed),
+            "n_train": int(n_train),
+            "n_test": int(n_test),
+            "shape": [c, h, w],
+            "num_classes": int(num_classes),
+            "noise": float(noise),
+        }
+    ]
+    return Dataset("synthetic", train_x, train_y, test_x, test_y, mean, std, num_classes, source)
 
 
 # ------------------------------------------------------------------ batching/sharding

@@ -80,13 +80,18 @@ def cifar_batch(n: int, seed: int) -> dict:
     }
 
 
-def write_cifar(directory: Path, n: int = 3) -> dict[str, dict]:
+def write_cifar(directory: Path, n: int = 3, n_test: int | None = None) -> dict[str, dict]:
+    """Five training batches of ``n`` images and a test batch of ``n_test`` (``n + 1``)."""
     directory.mkdir(parents=True, exist_ok=True)
     batches = {f"data_batch_{i}": cifar_batch(n, i) for i in range(1, 6)}
-    batches["test_batch"] = cifar_batch(n + 1, 99)
+    batches["test_batch"] = cifar_batch(n + 1 if n_test is None else n_test, 99)
     for name, d in batches.items():
-        (directory / name).write_bytes(pickle.dumps(d, protocol=2))
+        write_cifar_batch(directory / name, d)
     return batches
+
+
+def write_cifar_batch(path: Path, batch: dict) -> None:
+    path.write_bytes(pickle.dumps(batch, protocol=2))
 
 
 def md5(path: Path) -> str:
@@ -97,6 +102,14 @@ def md5(path: Path) -> str:
 def no_system_dirs(monkeypatch):
     """Hide /usr/share/datasets so tests see only their tmp dirs."""
     monkeypatch.setattr(registry, "SYSTEM_DIRS", {})
+
+
+@pytest.fixture
+def auto_dir(tmp_path, monkeypatch) -> Path:
+    """``$APTS_DATA_DIR`` (where data_dir=None looks first) set to an empty tmp folder."""
+    path = tmp_path / "auto"
+    monkeypatch.setenv("APTS_DATA_DIR", str(path))
+    return path
 
 
 @pytest.fixture

@@ -17,78 +17,102 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from apts.data import Dataset, channel_stats
+from apts.data import Dataset
 from apts.datasets import registry
 from apts.datasets.download import fetch
+from apts.datasets.files import Split, checked_dataset, read_file, record
 from apts.datasets.registry import CIFAR_DIR, CIFAR_TAR, CIFAR_TEST, CIFAR_TRAIN, DataError
 
+_NAMES = (*CIFAR_TRAIN, CIFAR_TEST)
 
-def load_cifar10(root: Path | None, download: bool, urls: list[str]) -> Dataset:
-    names = [*CIFAR_TRAIN, CIFAR_TEST]
-    candidates = [root / CIFAR_DIR, root] if root is not None else []
-    batch_dir = next((d for d in candidates if all((d / n).is_file() for n in names)), None)
-    if batch_dir is None:
-        where = ", ".join(str(d) for d in candidates) or "(no data_dir given)"
-        wanted = f"{', '.join(CIFAR_TRAIN)}, {CIFAR_TEST}"
-        if root is None:
-            raise DataError(
-                f"CIFAR-10 not found: no data_dir given; set dataset.data_dir=<folder that "
-                f"holds {CIFAR_DIR}/> (downloads go there too)"
-            )
-        fix = (
-            f"fetch {urls[0] if urls else '<mirror>/'}{CIFAR_TAR} and extract it in {root} "
-            f"(giving {root / CIFAR_DIR}), "
+
+class CifarFiles:
+    """Where the six CIFAR-10 batches are, and how to get and read them (the interface
+    :func:`apts.datasets.load_dataset` locates with)."""
+
+    key = "cifar10"
+    pretty = "CIFAR-10"
+    wanted = f"{', '.join(CIFAR_TRAIN)}, {CIFAR_TEST}"
+
+    def candidates(self, root: Path) -> list[Path]:
+        return [root / CIFAR_DIR, root]
+
+    def find(self, directory: Path) -> dict[str, Path] | None:
+        # anything at a batch's name counts: reading it says what is wrong with it
+        files = {n: directory / n for n in _NAMES}
+        return files if all(p.exists() for p in files.values()) else None
+
+    def unpack(self, root: Path) -> None:
+        """Extract ``<root>/cifar-10-python.tar.gz`` when it is there (no network needed)."""
+        if (root / CIFAR_TAR).exists():
+            _extract_cifar(root / CIFAR_TAR, root)
+
+    def manual_fix(self, root: Path, urls: list[str]) -> str:
+        mirror = urls[0] if urls else "<mirror>/"
+        return (
+            f"fetch {mirror}{CIFAR_TAR} into {root} (it is extracted to {root / CIFAR_DIR}), "
             f"or set dataset.data_dir to a folder that holds {CIFAR_DIR}/"
         )
-        tar = root / CIFAR_TAR
-        if not tar.is_file():
-            if not download:
-                raise DataError(
-                    f"CIFAR-10 not found: looked in {where} for {wanted} and for {tar}; "
-                    f"download is off: set dataset.download=true, or {fix}"
-                )
-            err = fetch(CIFAR_TAR, root, urls, registry.MD5["cifar10"].get(CIFAR_TAR))
-            if err:
-                raise DataError(
-                    f"CIFAR-10 not found (looked in {where} for {wanted}) and download failed "
-                    f"({err}): {fix}, or set APTS_DATA_MIRROR=<base URL of a mirror>"
-                )
-        _extract_cifar(tar, root)
-        batch_dir = root / CIFAR_DIR
 
-    def read(fname: str) -> tuple[torch.Tensor, torch.Tensor]:
-        path = batch_dir / fname
-        try:
-            with open(path, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            data = np.asarray(d[b"data"], dtype=np.uint8)
-            labels = np.asarray(d[b"labels"], dtype=np.int64)
-        except Exception as exc:  # unpickling errors come in many types
-            raise DataError(
-                f"cannot read CIFAR-10 batch {path} ({type(exc).__name__}: {exc}); "
-                f"delete {batch_dir} and extract {CIFAR_TAR} again"
-            ) from None
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
-            raise DataError(
-                f"{path} has data {data.shape} and {labels.shape[0]} labels, expected "
-                f"[N, 3072] and N labels; delete {batch_dir} and extract {CIFAR_TAR} again"
-            )
-        if labels.size and (labels.min() < 0 or labels.max() > 9):
-            raise DataError(f"{path} holds labels outside 0..9; delete {batch_dir} and re-extract")
-        return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+    def download(self, root: Path, urls: list[str]) -> str | None:
+        """Fetch the archive into ``root`` and extract it there."""
+        err = fetch(CIFAR_TAR, root, urls, registry.MD5["cifar10"].get(CIFAR_TAR))
+        if err is None:
+            _extract_cifar(root / CIFAR_TAR, root)
+        return err
 
-    parts = [read(n) for n in CIFAR_TRAIN]
-    train_x = torch.cat([p[0] for p in parts])
-    train_y = torch.cat([p[1] for p in parts])
-    test_x, test_y = read(CIFAR_TEST)
-    mean, std = channel_stats(train_x)
-    return Dataset("cifar10", train_x, train_y, test_x, test_y, mean, std, 10)
+    def read(self, files: dict[str, Path]) -> Dataset:
+        """The dataset in the six batches, with their md5s as its ``source``."""
+        batch_dir = files[CIFAR_TEST].parent
+        fix = f"delete {batch_dir} and extract {CIFAR_TAR} again"
+        parts, source = {}, []
+        for name, path in files.items():
+            buf, md5 = read_file(path)
+            parts[name] = _parse_batch(path, buf, fix)
+            source.append(record(path, md5))
+        train = Split(
+            torch.cat([parts[n][0] for n in CIFAR_TRAIN]),
+            torch.cat([parts[n][1] for n in CIFAR_TRAIN]),
+            f"{batch_dir}/data_batch_1..5",
+            f"{batch_dir}/data_batch_1..5",
+        )
+        test = Split(*parts[CIFAR_TEST], str(files[CIFAR_TEST]), str(files[CIFAR_TEST]))
+        return checked_dataset(self.key, train, test, 10, source, fix)
+
+
+def _parse_batch(path: Path, buf: bytes, fix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[N, 3, 32, 32]`` and labels of one batch: a pickled dict whose ``data`` is
+    ``[N, 3072]`` uint8 (the R, G and B planes of each image, row-major) and ``labels`` N ints."""
+    try:
+        d = pickle.loads(buf, encoding="bytes")
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        labels = np.asarray(d[b"labels"], dtype=np.int64)
+    except Exception as exc:  # unpickling errors come in many types
+        raise DataError(
+            f"{path} is not a CIFAR-10 batch, it is corrupt or truncated "
+            f"({type(exc).__name__}: {exc}); {fix}"
+        ) from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
+        raise DataError(
+            f"{path} has data {data.shape} and {labels.shape[0]} labels, expected "
+            f"[N, 3072] and N labels; {fix}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):  # name the batch, not the split
+        bad = labels.min() if labels.min() < 0 else labels.max()
+        raise DataError(f"{path} holds label {bad}, expected 0..9: the file is corrupt; {fix}")
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
 def _extract_cifar(tar: Path, root: Path) -> None:
     """Extract into a private temp folder, then move the batch folder into place."""
     target = root / CIFAR_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=".cifar-extract-", dir=root))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".cifar-extract-", dir=root))
+    except OSError as exc:
+        raise DataError(
+            f"cannot extract {tar}: cannot write in {root} ({exc.strerror or exc}); "
+            f"extract it elsewhere and set dataset.data_dir to that folder"
+        ) from None
     try:
         try:
             with tarfile.open(tar, "r:gz") as tf:
@@ -96,10 +120,18 @@ def _extract_cifar(tar: Path, root: Path) -> None:
                     tf.extractall(tmp, filter="data")
                 else:  # Python < 3.10.12 without extraction filters
                     tf.extractall(tmp)
-        except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+        except OSError as exc:
+            if exc.errno is None:  # gzip's BadGzipFile: bad bytes, not a system error
+                raise DataError(
+                    f"{tar} is corrupt or truncated ({exc}); delete it and download again"
+                ) from None
             raise DataError(
-                f"cannot extract {tar} ({exc}): the archive is corrupt or truncated; "
-                "delete it and download again"
+                f"cannot read {tar} or write its contents into {root}: "
+                f"{exc.strerror or exc}; check the permissions and free space there"
+            ) from None
+        except (EOFError, zlib.error, tarfile.TarError) as exc:
+            raise DataError(
+                f"{tar} is corrupt or truncated ({exc}); delete it and download again"
             ) from None
         src = tmp / CIFAR_DIR
         if not src.is_dir():

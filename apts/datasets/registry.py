@@ -43,6 +43,8 @@ MD5: dict[str, dict[str, str]] = {
 SYSTEM_DIRS: dict[str, list[str]] = {
     "fashion_mnist": ["/usr/share/datasets/fashion-mnist"],
 }
+# The Debian package that fills SYSTEM_DIRS, for the hint when it is not installed.
+SYSTEM_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}
 
 IDX_FILES = {
     "train_x": "train-images-idx3-ubyte",
