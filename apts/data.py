@@ -1,122 +1,35 @@
-"""Datasets as in-memory uint8 tensors, download + verify, and mini-batch sharding.
+"""Datasets as in-memory uint8 tensors, and mini-batch sharding.
 
 Everything here is a pure function of its arguments (no communication): every rank
 calls the same functions with the same seed and gets the same permutation, the same
-mini-batches and its own shard of each.
-
-Data layout on disk (torchvision's, so data fetched by any tool works):
-
-- MNIST:          ``<data_dir>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``
-- Fashion-MNIST:  ``<data_dir>/FashionMNIST/raw/...`` (same file names), or Debian's
-                  ``dataset-fashion-mnist`` package in ``/usr/share/datasets/fashion-mnist``
-- CIFAR-10:       ``<data_dir>/cifar-10-batches-py/{data_batch_1..5,test_batch}``
-
-The IDX files may also sit directly in ``<data_dir>`` (or ``<data_dir>/MNIST``).
+mini-batches and its own shard of each. Reading datasets from files (and downloading
+them) is :mod:`apts.datasets`; the seeded ``synthetic`` generator lives here because
+it is built from the same pieces as the batching code (seeded generators, :func:`augment`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import hashlib
 import math
-import os
-import pickle
-import shutil
-import tarfile
-import tempfile
-import urllib.request
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "DATASETS",
-    "DataError",
     "Dataset",
-    "MD5",
-    "MIRRORS",
-    "SYSTEM_DIRS",
     "augment",
+    "channel_stats",
     "epoch_permutation",
-    "load_dataset",
     "make_synthetic",
     "minibatches",
     "shard",
     "shard_sizes",
     "to_float",
 ]
-
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "synthetic")
-
-# Base URLs tried in order (a file's URL is base + file name). APTS_DATA_MIRROR
-# (comma-separated base URLs) and load_dataset(mirrors=...) are tried before these.
-MIRRORS: dict[str, list[str]] = {
-    "mnist": [
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "http://yann.lecun.com/exdb/mnist/",
-    ],
-    "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
-    "cifar10": ["https://www.cs.toronto.edu/~kriz/"],
-}
-
-# md5 of each downloadable file (the sums torchvision checks).
-MD5: dict[str, dict[str, str]] = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-    },
-    "fashion_mnist": {
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-    },
-    "cifar10": {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
-}
-
-# Read-only places a system package may have installed a dataset into. Debian's
-# `dataset-fashion-mnist` ships the four upstream *-ubyte.gz files there (recompressed:
-# their .gz md5 differs from upstream's, the decompressed IDX content is the same).
-SYSTEM_DIRS: dict[str, list[str]] = {
-    "fashion_mnist": ["/usr/share/datasets/fashion-mnist"],
-}
-
-DOWNLOAD_TIMEOUT = 30.0  # seconds per connection attempt / read
-_USER_AGENT = "apts-data/0.1 (+python urllib)"
-
-_IDX_FILES = {
-    "train_x": "train-images-idx3-ubyte",
-    "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte",
-    "test_y": "t10k-labels-idx1-ubyte",
-}
-_IDX_DIR = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-_PRETTY = {
-    "mnist": "MNIST",
-    "fashion_mnist": "Fashion-MNIST",
-    "cifar10": "CIFAR-10",
-    "synthetic": "synthetic",
-}
-_CIFAR_DIR = "cifar-10-batches-py"
-_CIFAR_TAR = "cifar-10-python.tar.gz"
-_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST = "test_batch"
-
-
-class DataError(Exception):
-    """A dataset is missing or corrupt. The message is one line: what, where, how to fix."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass
@@ -125,7 +38,9 @@ class Dataset:
 
     ``train_x``/``test_x`` are uint8 ``[N, C, H, W]``; ``train_y``/``test_y`` int64 ``[N]``.
     ``mean``/``std`` are per-channel statistics in 0..1 units of the training images
-    (population std), used by :func:`to_float`.
+    (population std), used by :func:`to_float`. ``source`` says where the data came
+    from: one ``{"path": str, "md5": str}`` per file read (absolute path, md5 of the
+    bytes on disk), or for generated data one dict of the generator's parameters.
     """
 
     name: str
@@ -136,6 +51,7 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int
+    source: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -160,350 +76,7 @@ class Dataset:
         return (int(c), int(h), int(w))
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def load_dataset(
-    name: str,
-    data_dir: str | os.PathLike | None,
-    *,
-    download: bool = True,
-    seed: int = 0,
-    mirrors: Sequence[str] | None = None,
-    **synthetic_kwargs,
-) -> Dataset:
-    """Load ``mnist``, ``fashion_mnist``, ``cifar10`` or ``synthetic`` into memory.
-
-    Local files are looked for first (see the module docstring); when absent and
-    ``download`` is true they are fetched into ``data_dir`` from ``mirrors`` (base URLs,
-    tried first), ``$APTS_DATA_MIRROR`` (comma-separated base URLs), then
-    :data:`MIRRORS`, and checked against :data:`MD5`. ``seed`` and ``synthetic_kwargs``
-    (``n_train``, ``n_test``, ``shape``, ``num_classes``, ``noise``) are used by
-    ``synthetic`` only. Raises :class:`DataError` when data is missing or corrupt.
-    """
-    key = str(name).strip().lower().replace("-", "_")
-    key = {"fashionmnist": "fashion_mnist", "cifar_10": "cifar10"}.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    if key == "synthetic":
-        return make_synthetic(seed=seed, **synthetic_kwargs)
-    if synthetic_kwargs:
-        raise ValueError(
-            f"options {sorted(synthetic_kwargs)} only apply to the synthetic dataset, not {key}"
-        )
-    root = Path(data_dir).expanduser() if data_dir not in (None, "") else None
-    urls = _mirror_list(key, mirrors)
-    if key == "cifar10":
-        return _load_cifar10(root, download, urls)
-    return _load_idx_dataset(key, root, download, urls)
-
-
-def _mirror_list(key: str, mirrors: Sequence[str] | None) -> list[str]:
-    if isinstance(mirrors, str):
-        mirrors = [mirrors]
-    env = [m.strip() for m in os.environ.get("APTS_DATA_MIRROR", "").split(",") if m.strip()]
-    out: list[str] = []
-    for base in [*(mirrors or []), *env, *MIRRORS[key]]:
-        base = base if base.endswith("/") else base + "/"
-        if base not in out:
-            out.append(base)
-    return out
-
-
-def _idx_candidates(key: str, root: Path | None) -> list[Path]:
-    dirs: list[Path] = []
-    if root is not None:
-        sub = _IDX_DIR[key]
-        dirs += [root / sub / "raw", root / sub, root]
-        if key == "fashion_mnist":
-            dirs += [root / "fashion-mnist", root / "fashion_mnist"]
-    dirs += [Path(d) for d in SYSTEM_DIRS.get(key, [])]
-    return dirs
-
-
-def _find_idx(directory: Path, stem: str) -> Path | None:
-    """The raw file if present (fast), else the .gz; also Kaggle's ``train-images.idx3-ubyte``."""
-    dotted = stem.replace("-idx", ".idx")
-    for fname in (stem, stem + ".gz", dotted, dotted + ".gz"):
-        p = directory / fname
-        if p.is_file():
-            return p
-    return None
-
-
-def _load_idx_dataset(key: str, root: Path | None, download: bool, urls: list[str]) -> Dataset:
-    pretty = _PRETTY[key]
-    candidates = _idx_candidates(key, root)
-    files: dict[str, Path] | None = None
-    for d in candidates:
-        found = {k: _find_idx(d, stem) for k, stem in _IDX_FILES.items()}
-        if all(found.values()):
-            files = found  # type: ignore[assignment]
-            break
-    if files is None:
-        wanted = ", ".join(f"{s}[.gz]" for s in _IDX_FILES.values())
-        where = ", ".join(str(d) for d in candidates) or "(no data_dir given)"
-        target = root / _IDX_DIR[key] / "raw" if root is not None else None
-        hint_dir = str(target) if target else f"<data_dir>/{_IDX_DIR[key]}/raw"
-        fix = (
-            f"fetch the four .gz files from {urls[0] if urls else 'a mirror'} "
-            f"into {hint_dir}, "
-            f"or set dataset.data_dir to a folder that holds them"
-        )
-        if key == "fashion_mnist":
-            fix += " (or run: apt-get install dataset-fashion-mnist)"
-        if not download:
-            raise DataError(
-                f"{pretty} not found: looked in {where} for {wanted}; download is off: "
-                f"set dataset.download=true, or {fix}"
-            )
-        if target is None:
-            raise DataError(
-                f"{pretty} not found (looked in {where} for {wanted}) and there is nowhere "
-                f"to download it to: set dataset.data_dir=<folder for datasets>"
-                + (
-                    " (or run: apt-get install dataset-fashion-mnist)"
-                    if key == "fashion_mnist"
-                    else ""
-                )
-            )
-        errors = []
-        for stem in _IDX_FILES.values():
-            if _find_idx(target, stem) is None:
-                err = _download(stem + ".gz", target, urls, MD5[key].get(stem + ".gz"))
-                if err:
-                    errors.append(err)
-                    break  # the next files would fail the same way
-        if errors:
-            raise DataError(
-                f"{pretty} not found (looked in {where} for {wanted}) and download failed "
-                f"({'; '.join(errors)}): {fix}, or set APTS_DATA_MIRROR=<base URL of a mirror>"
-            )
-        files = {k: _find_idx(target, stem) for k, stem in _IDX_FILES.items()}  # type: ignore[misc]
-
-    train_x = _read_idx(files["train_x"], ndim=3)
-    train_y = _read_idx(files["train_y"], ndim=1)
-    test_x = _read_idx(files["test_x"], ndim=3)
-    test_y = _read_idx(files["test_y"], ndim=1)
-    for xs, ys, xf, yf in (
-        (train_x, train_y, files["train_x"], files["train_y"]),
-        (test_x, test_y, files["test_x"], files["test_y"]),
-    ):
-        if xs.shape[0] != ys.shape[0]:
-            raise DataError(
-                f"{xf} has {xs.shape[0]} images but {yf} has {ys.shape[0]} labels: "
-                "the files come from different releases or are damaged; "
-                "delete them and re-download"
-            )
-    num_classes = 10
-    for yf, ys in ((files["train_y"], train_y), (files["test_y"], test_y)):
-        if ys.numel() and int(ys.max()) >= num_classes:
-            raise DataError(
-                f"{yf} holds label {int(ys.max())} (expected 0..9): corrupt file; "
-                "delete it and re-download"
-            )
-    train_x = train_x.unsqueeze(1)
-    test_x = test_x.unsqueeze(1)
-    mean, std = _channel_stats(train_x)
-    return Dataset(
-        name=key,
-        train_x=train_x,
-        train_y=train_y.to(torch.int64),
-        test_x=test_x,
-        test_y=test_y.to(torch.int64),
-        mean=mean,
-        std=std,
-        num_classes=num_classes,
-    )
-
-
-def _read_idx(path: Path, ndim: int) -> torch.Tensor:
-    """Read one IDX file (gzip or raw) of unsigned bytes into a uint8 tensor.
-
-    Format: 2 zero bytes, type code 0x08 (ubyte), number of dims, then one big-endian
-    int32 per dim, then the data in C order.
-    """
-    fix = "delete it and download again (or set dataset.data_dir to a good copy)"
-    try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                buf = bytearray(f.read())
-        else:
-            buf = bytearray(path.read_bytes())
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(
-            f"cannot read {path} ({exc}): the file is corrupt or truncated; {fix}"
-        ) from None
-    if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] != 0x08 or buf[3] != ndim:
-        head = buf[:4].hex() or "empty"
-        raise DataError(
-            f"{path} is not an IDX file of unsigned bytes with {ndim} dims "
-            f"(magic {head}, expected 000008{ndim:02x}); {fix}"
-        )
-    header = 4 + 4 * ndim
-    if len(buf) < header:
-        raise DataError(f"{path} is truncated (header incomplete, {len(buf)} bytes); {fix}")
-    dims = [int.from_bytes(buf[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + math.prod(dims)
-    if len(buf) != expected:
-        what = "truncated" if len(buf) < expected else "longer than its header says"
-        raise DataError(
-            f"{path} is {what}: {len(buf)} bytes, header {dims} needs {expected}; {fix}"
-        )
-    return torch.frombuffer(buf, dtype=torch.uint8, offset=header).view(*dims)
-
-
-def _load_cifar10(root: Path | None, download: bool, urls: list[str]) -> Dataset:
-    names = [*_CIFAR_TRAIN, _CIFAR_TEST]
-    candidates = [root / _CIFAR_DIR, root] if root is not None else []
-    batch_dir = next((d for d in candidates if all((d / n).is_file() for n in names)), None)
-    if batch_dir is None:
-        where = ", ".join(str(d) for d in candidates) or "(no data_dir given)"
-        wanted = f"{', '.join(_CIFAR_TRAIN)}, {_CIFAR_TEST}"
-        if root is None:
-            raise DataError(
-                f"CIFAR-10 not found: no data_dir given; set dataset.data_dir=<folder that "
-                f"holds {_CIFAR_DIR}/> (downloads go there too)"
-            )
-        fix = (
-            f"fetch {urls[0] if urls else '<mirror>/'}{_CIFAR_TAR} and extract it in {root} "
-            f"(giving {root / _CIFAR_DIR}), "
-            f"or set dataset.data_dir to a folder that holds {_CIFAR_DIR}/"
-        )
-        tar = root / _CIFAR_TAR
-        if not tar.is_file():
-            if not download:
-                raise DataError(
-                    f"CIFAR-10 not found: looked in {where} for {wanted} and for {tar}; "
-                    f"download is off: set dataset.download=true, or {fix}"
-                )
-            err = _download(_CIFAR_TAR, root, urls, MD5["cifar10"].get(_CIFAR_TAR))
-            if err:
-                raise DataError(
-                    f"CIFAR-10 not found (looked in {where} for {wanted}) and download failed "
-                    f"({err}): {fix}, or set APTS_DATA_MIRROR=<base URL of a mirror>"
-                )
-        _extract_cifar(tar, root)
-        batch_dir = root / _CIFAR_DIR
-
-    def read(fname: str) -> tuple[torch.Tensor, torch.Tensor]:
-        path = batch_dir / fname
-        try:
-            with open(path, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
-            data = np.asarray(d[b"data"], dtype=np.uint8)
-            labels = np.asarray(d[b"labels"], dtype=np.int64)
-        except Exception as exc:  # unpickling errors come in many types
-            raise DataError(
-                f"cannot read CIFAR-10 batch {path} ({type(exc).__name__}: {exc}); "
-                f"delete {batch_dir} and extract {_CIFAR_TAR} again"
-            ) from None
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (data.shape[0],):
-            raise DataError(
-                f"{path} has data {data.shape} and {labels.shape[0]} labels, expected "
-                f"[N, 3072] and N labels; delete {batch_dir} and extract {_CIFAR_TAR} again"
-            )
-        if labels.size and (labels.min() < 0 or labels.max() > 9):
-            raise DataError(f"{path} holds labels outside 0..9; delete {batch_dir} and re-extract")
-        return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
-
-    parts = [read(n) for n in _CIFAR_TRAIN]
-    train_x = torch.cat([p[0] for p in parts])
-    train_y = torch.cat([p[1] for p in parts])
-    test_x, test_y = read(_CIFAR_TEST)
-    mean, std = _channel_stats(train_x)
-    return Dataset("cifar10", train_x, train_y, test_x, test_y, mean, std, 10)
-
-
-def _extract_cifar(tar: Path, root: Path) -> None:
-    """Extract into a private temp folder, then move the batch folder into place."""
-    target = root / _CIFAR_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=".cifar-extract-", dir=root))
-    try:
-        try:
-            with tarfile.open(tar, "r:gz") as tf:
-                if hasattr(tarfile, "data_filter"):
-                    tf.extractall(tmp, filter="data")
-                else:  # Python < 3.10.12 without extraction filters
-                    tf.extractall(tmp)
-        except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
-            raise DataError(
-                f"cannot extract {tar} ({exc}): the archive is corrupt or truncated; "
-                "delete it and download again"
-            ) from None
-        src = tmp / _CIFAR_DIR
-        if not src.is_dir():
-            raise DataError(f"{tar} holds no {_CIFAR_DIR}/ folder; delete it and download again")
-        try:
-            os.replace(src, target)
-        except OSError:
-            names = [*_CIFAR_TRAIN, _CIFAR_TEST]
-            if not all((target / n).is_file() for n in names):  # not a concurrent extraction
-                raise DataError(
-                    f"{target} exists but is incomplete; remove it so that {tar} can be "
-                    "extracted there"
-                ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _download(fname: str, dest_dir: Path, urls: list[str], md5: str | None) -> str | None:
-    """Fetch ``fname`` from the first mirror that serves it with the right md5.
-
-    Writes to a temp file in ``dest_dir`` and renames it into place only once verified,
-    so an interrupted or corrupt download leaves nothing behind. Returns None on
-    success, else a one-line summary of why each mirror failed.
-    """
-    from tqdm.auto import tqdm
-
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"cannot create {dest_dir}: {exc.strerror or exc}"
-    errors = []
-    for base in urls:
-        url = base + fname
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=dest_dir)
-        except OSError as exc:
-            return f"cannot write in {dest_dir}: {exc.strerror or exc}"
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.md5()
-            req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-            with (
-                open(fd, "wb") as out,  # owns (and closes) fd from here on
-                urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT) as resp,
-            ):
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=f"download {fname}",
-                    disable=None,  # only on a terminal
-                    leave=False,
-                ) as bar:
-                    while chunk := resp.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-            got = digest.hexdigest()
-            if md5 is not None and got != md5:
-                errors.append(f"{url}: md5 {got} != expected {md5}")
-                continue
-            os.replace(tmp, dest_dir / fname)
-            return None
-        except Exception as exc:  # network errors come in many types; report, try next
-            errors.append(f"{url}: {' '.join(str(exc).split()) or type(exc).__name__}")
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-    return "; ".join(errors) or "no mirror configured"
-
-
-def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean and population std of uint8 images, in 0..1 units.
 
     From a 256-bin histogram per channel (fast and exact: no float sums over N·H·W).
@@ -558,9 +131,10 @@ def make_synthetic(
     prototypes use independent random streams, so ``n_train`` does not change the test set.
     """
     c, h, w = (int(s) for s in shape)
-    if min(c, h, w) < 1 or num_classes < 1 or n_train < 0 or n_test < 0 or noise < 0:
+    # an empty split would only fail later, after a whole epoch of training
+    if min(c, h, w, num_classes, n_train, n_test) < 1 or noise < 0:
         raise ValueError(
-            f"synthetic: need positive shape/num_classes, n_train/n_test >= 0, noise >= 0; got "
+            f"synthetic: need positive shape, num_classes, n_train and n_test, noise >= 0; got "
             f"shape={tuple(shape)} num_classes={num_classes} n_train={n_train} "
             f"n_test={n_test} noise={noise}"
         )
@@ -586,13 +160,23 @@ def make_synthetic(
             x = augment(protos[yb], gen, pad=2, flip=False)
             x = a * x + b + noise * torch.randn(m, c, h, w, generator=gen)
             xs.append(x.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
-        x = torch.cat(xs) if xs else torch.empty(0, c, h, w, dtype=torch.uint8)
-        return x, y
+        return torch.cat(xs), y
 
     train_x, train_y = sample(n_train, 1)
     test_x, test_y = sample(n_test, 2)
-    mean, std = _channel_stats(train_x)
-    return Dataset("synthetic", train_x, train_y, test_x, test_y, mean, std, num_classes)
+    mean, std = channel_stats(train_x)
+    source = [
+        {
+            "generator": "apts.data.make_synthetic",
+            "seed": int(seed),
+            "n_train": int(n_train),
+            "n_test": int(n_test),
+            "shape": [c, h, w],
+            "num_classes": int(num_classes),
+            "noise": float(noise),
+        }
+    ]
+    return Dataset("synthetic", train_x, train_y, test_x, test_y, mean, std, num_classes, source)
 
 
 # ------------------------------------------------------------------ batching/sharding

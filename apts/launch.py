@@ -33,7 +33,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from apts.data import DataError, Dataset, load_dataset
+from apts.data import Dataset
+from apts.datasets import DataError, load_dataset
 from apts.validate import ConfigError
 
 EXIT_CONFIG = 2

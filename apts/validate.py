@@ -82,8 +82,10 @@ def validate(cfg: Mapping) -> None:
         shape = _get(cfg, "dataset.shape")
         if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
             raise ConfigError(f"dataset.shape={list(shape)} must be three positive ints [C, H, W]")
-    if not isinstance(ds.get("data_dir"), str) or not ds["data_dir"]:
-        raise ConfigError("dataset.data_dir must be a directory path")
+    if ds.get("data_dir") is not None and (
+        not isinstance(ds["data_dir"], str) or not ds["data_dir"]
+    ):
+        raise ConfigError("dataset.data_dir must be a directory path, or null for the default")
 
     opt = _choice(cfg, "optimizer.name", OPTIMIZERS)
     if opt != "apts" and overlap > 0:

@@ -46,14 +46,11 @@ PROFILES = {
 
 def check_data(datasets: list[str], data_dir: str | None) -> None:
     """Stop at once, in one line, when a dataset is neither on disk nor downloadable."""
-    import os
+    from apts.datasets import DataError, load_dataset
 
-    from apts.data import DataError, load_dataset
-
-    root = data_dir or os.environ.get("APTS_DATA_DIR", "data")
     for name in datasets:
         try:
-            load_dataset(name, root, download=True)
+            load_dataset(name, data_dir, download=True)  # None: the runner's default folders
         except DataError as e:
             print(f"reproduce: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None

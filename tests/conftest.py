@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+# dataset files in the real formats and the fixtures that isolate the readers
+pytest_plugins = ["datasets_files"]
+
 
 @pytest.fixture(scope="module")
 def one_thread():

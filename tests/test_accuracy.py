@@ -12,12 +12,12 @@ from __future__ import annotations
 import pytest
 from test_runner import read_metrics, run_cli
 
-from apts.data import DataError, load_dataset
+from apts.datasets import DataError, load_dataset
 
 
 def _fashion_available() -> bool:
     try:
-        load_dataset("fashion_mnist", "data", download=False)
+        load_dataset("fashion_mnist", download=False)  # the runner's default folders
     except DataError:
         return False
     return True
