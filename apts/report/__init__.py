@@ -1,0 +1,54 @@
+"""apts-report: tables and plots from finished (or interrupted) run directories.
+
+Usage::
+
+    apts-report RUN_DIR... [--out DIR] [--target ACC] [--title T]
+
+Every directory under the given paths that holds a ``config.yaml`` or a
+``metrics.jsonl`` is a run (``.hydra/`` folders and other hidden folders are not
+searched), so single runs, Hydra multirun sweeps and trees of sweeps can be mixed.
+The report reads only what the runner wrote (``config.yaml``, ``metrics.jsonl``,
+``summary.json``) and writes ``report.md``, ``val_acc.png`` and ``acc_vs_comm.png``
+into ``--out`` (default ``outputs/report``).
+
+Definitions used in the report:
+
+- *configuration*: runs whose configs agree on every key except ``seed`` and the
+  keys that do not change the training (device, progress, checkpoint, out_dir,
+  eval_batch_size, dataset.data_dir, dataset.download, launcher.*). The seeds of a
+  configuration form one group. The label shows the optimizer, N (``subdomains``,
+  not for SGD/Adam), the learning rate (SGD/Adam) and |B|, plus any other key that
+  is needed to tell two configurations apart.
+- *final accuracy*: the last logged epoch's ``val_acc`` of each seed; mean and
+  sample standard deviation over seeds ("–" for one seed).
+- *target accuracy*: ``--target``, or per dataset/model 0.99 x the lowest of the
+  per-optimizer best mean final accuracies, a level that every optimizer reaches
+  with its best configuration.
+- *epochs to target*: per seed the first epoch whose ``val_acc`` is at least the
+  target; the mean over the seeds that reached it ("(k/n seeds)" when not all did,
+  "not reached" when none did). *Collectives to target*: ``comm_calls_total`` at
+  that epoch, averaged the same way.
+
+Modules: :mod:`~apts.report.runs` (finding and reading run directories),
+:mod:`~apts.report.groups` (configurations, sweeps, targets), :mod:`~apts.report.plots`,
+the sections (:mod:`~apts.report.sections`, :mod:`~apts.report.paper`,
+:mod:`~apts.report.tuning`), :mod:`~apts.report.build` (report.md) and
+:mod:`~apts.report.cli` (``apts-report``).
+"""
+
+from apts.report.build import build_report
+from apts.report.cli import main, parse_args
+from apts.report.groups import Group, group_runs
+from apts.report.runs import Run, Skipped, load_run, load_runs
+
+__all__ = [
+    "Group",
+    "Run",
+    "Skipped",
+    "build_report",
+    "group_runs",
+    "load_run",
+    "load_runs",
+    "main",
+    "parse_args",
+]

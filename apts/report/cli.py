@@ -1,0 +1,68 @@
+"""The ``apts-report`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from apts.report.build import build_report
+from apts.report.groups import AUTO_TARGET_FACTOR
+from apts.report.runs import load_runs
+
+PROG = "apts-report"
+
+
+class NoRuns(Exception):
+    """Nothing to report; the message is the one-line error."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """``RUN_DIR... [--out DIR] [--target ACC] [--title T]``."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Tables and plots (report.md, val_acc.png, acc_vs_comm.png) from run "
+        "directories written by apts-train; searches the given directories recursively.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
+    p.add_argument(
+        "--out", default="outputs/report", help="output directory (default: outputs/report)"
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        metavar="ACC",
+        help="target validation accuracy in %% for epochs/collectives-to-target (default: "
+        f"per dataset, {AUTO_TARGET_FACTOR:g} x the lowest per-optimizer best final accuracy)",
+    )
+    p.add_argument("--title", default="APTS experiment report", help="report title")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the runs, write the report, print its path; exit code 2 and one line when there
+    is nothing to report or an argument is wrong."""
+    args = parse_args(argv)
+    runs, skipped, problems = load_runs([Path(p) for p in args.runs])
+    try:
+        if not runs:
+            where = ", ".join(args.runs)
+            if skipped:
+                reasons = "; ".join(f"{s.display}: {s.reason}" for s in skipped[:3])
+                more = " ..." if len(skipped) > 3 else ""
+                raise NoRuns(f"no usable runs under {where} ({reasons}{more})")
+            if problems:
+                raise NoRuns("; ".join(problems))
+            raise NoRuns(f"no runs (config.yaml or metrics.jsonl) found under {where}")
+        if args.target is not None and not math.isfinite(args.target):
+            raise NoRuns(f"--target must be a finite number, got {args.target}")
+    except NoRuns as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    for msg in problems:
+        print(f"{PROG}: warning: {msg}", file=sys.stderr)
+    path = build_report(runs, skipped, Path(args.out), target=args.target, title=args.title)
+    print(path)
+    return 0

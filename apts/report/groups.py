@@ -1,0 +1,291 @@
+"""Configurations (runs that differ only in the seed), their labels and statistics.
+
+A *configuration* is the set of runs whose configs agree on every key except
+``seed`` and the keys that do not change the training (:data:`IGNORED_KEYS`,
+:data:`IGNORED_PREFIXES`); its runs are the seeds of a :class:`Group`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from apts.report.formatting import format_value, value_order
+from apts.report.runs import Run
+
+# Config keys that do not change what is trained (where and how it runs, what is saved).
+IGNORED_KEYS = {
+    "seed",
+    "device",
+    "progress",
+    "checkpoint",
+    "out_dir",
+    "eval_batch_size",
+    "dataset.data_dir",
+    "dataset.download",
+}
+IGNORED_PREFIXES = ("launcher.", "hydra.")
+
+KEY_ALIASES = {"subdomains": "N", "batch_size": "|B|"}
+OPT_NAMES = {"apts": "APTS", "tr": "TR", "adam": "Adam", "sgd": "SGD"}
+OPT_ORDER = {"apts": 0, "tr": 1, "adam": 2, "sgd": 3}
+LR_OPTIMIZERS = ("sgd", "adam")
+
+AUTO_TARGET_FACTOR = 0.99
+
+
+def config_key(run: Run) -> tuple:
+    """The (key, value) pairs that define the run's configuration, sorted by key."""
+    items = [
+        (k, v)
+        for k, v in run.flat.items()
+        if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)
+    ]
+    return tuple(sorted(items, key=lambda kv: kv[0]))
+
+
+@dataclass
+class Group:
+    """One configuration: its config key, its runs (one per seed) and extra label parts."""
+
+    key: tuple
+    runs: list[Run]
+    extras: list[str] = field(default_factory=list)  # extra label parts ("local_memory=reset")
+
+    @property
+    def cfg(self) -> dict[str, Any]:
+        """The configuration as {flat key: value}."""
+        return dict(self.key)
+
+    @property
+    def dataset(self) -> str:
+        """``dataset.name``."""
+        return str(self.cfg.get("dataset.name", "?"))
+
+    @property
+    def model(self) -> str:
+        """``model.name``."""
+        return str(self.cfg.get("model.name", "?"))
+
+    @property
+    def panel(self) -> tuple[str, str]:
+        """(dataset, model): the tables and figure panels a configuration belongs to."""
+        return (self.dataset, self.model)
+
+    @property
+    def opt(self) -> str:
+        """``optimizer.name``."""
+        return str(self.cfg.get("optimizer.name", "?"))
+
+    @property
+    def n(self) -> Any:
+        """``subdomains``: the number of ranks (APTS: subdomains N)."""
+        return self.cfg.get("subdomains", "?")
+
+    @property
+    def batch_size(self) -> Any:
+        """The global mini-batch size |B|."""
+        return self.cfg.get("batch_size", "?")
+
+    @property
+    def lr(self) -> Any:
+        """``optimizer.lr`` for optimizers that have one, else None."""
+        return self.cfg.get("optimizer.lr") if self.opt in LR_OPTIMIZERS else None
+
+    @property
+    def sweep_key(self) -> tuple:
+        """The configuration without its learning rate: equal for one lr sweep."""
+        return tuple(kv for kv in self.key if kv[0] != "optimizer.lr")
+
+    def shown_keys(self) -> set[str]:
+        """The config keys the label always shows."""
+        shown = {"dataset.name", "model.name", "optimizer.name", "batch_size"}
+        if self.opt in LR_OPTIMIZERS:
+            shown.add("optimizer.lr")
+        else:
+            shown.add("subdomains")
+        return shown
+
+    def label_parts(self, with_lr: bool = True) -> list[str]:
+        """Optimizer, N (not for SGD/Adam), extras, lr (SGD/Adam) and |B|."""
+        parts = [OPT_NAMES.get(self.opt, self.opt)]
+        if self.opt not in LR_OPTIMIZERS:
+            parts.append(f"N={self.n}")
+        parts += self.extras
+        if with_lr and self.lr is not None:
+            parts.append(f"lr={format_value(self.lr)}")
+        parts.append(f"(|B|={self.batch_size})")
+        return parts
+
+    @property
+    def label(self) -> str:
+        """The configuration's name in tables and legends."""
+        return " ".join(self.label_parts())
+
+    @property
+    def sweep_label(self) -> str:
+        """The label without the learning rate."""
+        return " ".join(self.label_parts(with_lr=False))
+
+    @property
+    def sort_key(self) -> tuple:
+        """Table order: optimizer, N, |B|, extras, lr."""
+        return (
+            OPT_ORDER.get(self.opt, 9),
+            self.opt,
+            value_order(self.n),
+            value_order(self.batch_size),
+            tuple(self.extras),
+            value_order(self.lr),
+        )
+
+    # statistics over seeds --------------------------------------------------------
+    @property
+    def seeds(self) -> list[Any]:
+        """The seeds of the runs, in run order."""
+        return [r.seed for r in self.runs]
+
+    @property
+    def finals(self) -> np.ndarray:
+        """Each run's final validation accuracy (%)."""
+        return np.array([r.final_acc for r in self.runs], dtype=float)
+
+    @property
+    def final_mean(self) -> float:
+        """Mean final validation accuracy over seeds."""
+        return float(np.mean(self.finals))
+
+    @property
+    def final_std(self) -> float | None:
+        """Sample standard deviation of the final accuracy (None for one seed)."""
+        return float(np.std(self.finals, ddof=1)) if len(self.runs) > 1 else None
+
+    @property
+    def incomplete_runs(self) -> list[Run]:
+        """The runs that did not complete."""
+        return [r for r in self.runs if r.incomplete]
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs run, summed over the seeds."""
+        return sum(r.epochs_run for r in self.runs)
+
+    def curves(self, x: str = "epoch") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, mean acc, min acc, max acc) per epoch over the seeds that logged that epoch.
+
+        ``x="comm"`` gives the mean cumulative collectives at each epoch instead of the epoch.
+        """
+        epochs = sorted({int(e) for r in self.runs for e in r.epochs})
+        acc = np.full((len(self.runs), len(epochs)), np.nan)
+        comm = np.full_like(acc, np.nan)
+        col = {e: j for j, e in enumerate(epochs)}
+        for i, r in enumerate(self.runs):
+            for e, a, c in zip(r.epochs, r.acc, r.comm_total, strict=True):
+                acc[i, col[int(e)]] = a
+                comm[i, col[int(e)]] = c
+        xs = np.array(epochs, dtype=float) if x == "epoch" else np.nanmean(comm, axis=0)
+        return xs, np.nanmean(acc, axis=0), np.nanmin(acc, axis=0), np.nanmax(acc, axis=0)
+
+    def to_target(self, target: float) -> tuple[list[int], list[float]]:
+        """Per seed that reached ``target``: first epoch with val_acc >= target, comm then."""
+        epochs, comms = [], []
+        for r in self.runs:
+            for rec in r.records:
+                if rec["val_acc"] >= target:
+                    epochs.append(int(rec["epoch"]))
+                    comms.append(float(rec["_comm_total"]))
+                    break
+        return epochs, comms
+
+    @property
+    def status(self) -> str:
+        """ "complete", or the status of each incomplete run."""
+        bad = self.incomplete_runs
+        if not bad:
+            return "complete"
+        if len(self.runs) == 1:
+            return bad[0].status
+        return "; ".join(f"seed {r.seed}: {r.status}" for r in bad)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs grouped by configuration, seeds in order, labels told apart, sorted for tables."""
+    by_key: dict[tuple, list[Run]] = {}
+    for r in runs:
+        by_key.setdefault(config_key(r), []).append(r)
+    groups = [
+        Group(k, sorted(v, key=lambda r: (str(r.seed), r.display))) for k, v in by_key.items()
+    ]
+    _disambiguate(groups)
+    return sorted(groups, key=lambda g: (g.panel, g.sort_key, g.label))
+
+
+def _disambiguate(groups: list[Group]) -> None:
+    """Add the config keys that differ to the labels of groups that would look the same."""
+    by_label: dict[tuple, list[Group]] = {}
+    for g in groups:
+        by_label.setdefault((g.panel, g.label), []).append(g)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        cfgs = [g.cfg for g in same]
+        keys = sorted({k for c in cfgs for k in c} - same[0].shown_keys())
+        differing = [k for k in keys if len({format_value(c.get(k)) for c in cfgs}) > 1]
+        for g in same:
+            g.extras = [
+                f"{KEY_ALIASES.get(k, k.split('.')[-1])}={format_value(g.cfg.get(k, '–'))}"
+                for k in differing
+            ]
+
+
+def sweeps(groups: list[Group]) -> list[list[Group]]:
+    """SGD/Adam configurations that differ only in the learning rate, best first."""
+    by_key: dict[tuple, list[Group]] = {}
+    for g in groups:
+        if g.opt in LR_OPTIMIZERS:
+            by_key.setdefault(g.sweep_key, []).append(g)
+    out = [sorted(v, key=lambda g: -_nan_low(g.final_mean)) for v in by_key.values()]
+    return sorted(out, key=lambda s: (s[0].panel, s[0].sort_key))
+
+
+def _nan_low(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
+
+
+def plotted_groups(groups: list[Group]) -> list[Group]:
+    """All configurations, except that an SGD/Adam lr sweep shows only its best lr."""
+    hidden = {id(g) for s in sweeps(groups) for g in s[1:]}
+    return [g for g in groups if id(g) not in hidden]
+
+
+def panels(groups: list[Group]) -> dict[tuple[str, str], list[Group]]:
+    """Groups by (dataset, model), in order."""
+    out: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        out.setdefault(g.panel, []).append(g)
+    return out
+
+
+def auto_target(groups: list[Group]) -> tuple[float, str]:
+    """0.99 x the lowest of the per-optimizer best mean final accuracies, and how."""
+    best: dict[str, Group] = {}
+    for g in groups:
+        if math.isnan(g.final_mean):
+            continue
+        if g.opt not in best or g.final_mean > best[g.opt].final_mean:
+            best[g.opt] = g
+    if not best:
+        return math.nan, "no finite final accuracy"
+    low = min(best.values(), key=lambda g: g.final_mean)
+    listing = ", ".join(
+        f"{b.label}: {b.final_mean:.2f}%"
+        for o, b in sorted(best.items(), key=lambda kv: OPT_ORDER.get(kv[0], 9))
+    )
+    how = (
+        f"{AUTO_TARGET_FACTOR:g} × {low.final_mean:.2f}%, the lowest of the best mean final "
+        f"accuracies per optimizer ({listing})"
+    )
+    return AUTO_TARGET_FACTOR * low.final_mean, how

@@ -1,0 +1,273 @@
+"""Finding and reading run directories: what the runner wrote, nothing else.
+
+A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
+JSON object per epoch) and, once it ended, ``summary.json``. A directory is a run
+when it holds a ``config.yaml`` or a ``metrics.jsonl``; one that cannot be used is a
+:class:`Skipped` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+
+def as_number(x: Any) -> float | None:
+    """``x`` as a float when it is an int or float (not a bool), else None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as {"a.b.c": value}, lists and mappings made hashable."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = _hashable(d)
+    return out
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((str(k), _hashable(x)) for k, x in v.items()))
+    return v
+
+
+@dataclass
+class Run:
+    """One run directory: its config, its per-epoch records (sorted by epoch) and summary.
+
+    Every record has ``_comm_total``: ``comm_calls_total`` when logged, else the
+    running sum of ``comm_calls``.
+    """
+
+    path: Path
+    display: str
+    cfg: dict[str, Any]
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def flat(self) -> dict[str, Any]:
+        """The config flattened to {"a.b": value}."""
+        return flatten(self.cfg)
+
+    @property
+    def seed(self) -> Any:
+        """The config's seed ("?" when it has none)."""
+        return self.cfg.get("seed", "?")
+
+    @property
+    def planned_epochs(self) -> int | None:
+        """The config's ``epochs``, or None when it has no number."""
+        e = self.cfg.get("epochs")
+        return int(e) if isinstance(e, (int, float)) and not isinstance(e, bool) else None
+
+    @property
+    def epochs(self) -> np.ndarray:
+        """The logged epochs, ascending."""
+        return np.array([r["epoch"] for r in self.records], dtype=float)
+
+    @property
+    def acc(self) -> np.ndarray:
+        """Validation accuracy (%) per logged epoch."""
+        return np.array([r["val_acc"] for r in self.records], dtype=float)
+
+    @property
+    def comm_total(self) -> np.ndarray:
+        """Cumulative collectives at each logged epoch."""
+        return np.array([r["_comm_total"] for r in self.records], dtype=float)
+
+    @property
+    def epochs_run(self) -> int:
+        """The last logged epoch."""
+        return int(self.records[-1]["epoch"])
+
+    @property
+    def final_acc(self) -> float:
+        """The last logged epoch's validation accuracy (%)."""
+        return float(self.records[-1]["val_acc"])
+
+    @property
+    def wall_s(self) -> float:
+        """Training time: the sum of the per-epoch ``wall_s``."""
+        return float(sum(as_number(r.get("wall_s")) or 0.0 for r in self.records))
+
+    @property
+    def completed(self) -> bool:
+        """summary.json says ``completed``."""
+        return self.summary is not None and self.summary.get("status") == "completed"
+
+    @property
+    def incomplete(self) -> bool:
+        """Not completed, or fewer epochs logged than planned."""
+        planned = self.planned_epochs
+        return not self.completed or (planned is not None and self.epochs_run < planned)
+
+    @property
+    def status(self) -> str:
+        """ "complete", or "incomplete (k/n epochs[, why])"."""
+        if not self.incomplete:
+            return "complete"
+        planned = self.planned_epochs
+        frac = f"{self.epochs_run}/{planned if planned is not None else '?'} epochs"
+        if self.summary is None:
+            if planned is not None and self.epochs_run >= planned:
+                frac += ", no summary.json"
+        elif not self.completed:
+            frac += f", status {self.summary.get('status')!r}"
+        return f"incomplete ({frac})"
+
+
+@dataclass
+class Skipped:
+    """A run directory that could not be used, and why (one line)."""
+
+    display: str
+    reason: str
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Directories under ``root`` (itself included) with a config.yaml or metrics.jsonl."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if CONFIG in filenames or METRICS in filenames:
+            found.append(Path(dirpath))
+    return found
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if not isinstance(cfg, dict):
+        raise ValueError("not a mapping")
+    return cfg
+
+
+def _read_records(lines: list[str], notes: list[str]) -> tuple[dict[int, dict], list[int]]:
+    """The usable metrics lines by epoch (a later line wins) and the numbers of bad lines."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    bad_lines = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad_lines.append(i)
+            continue
+        if not isinstance(rec, dict) or as_number(rec.get("epoch")) is None:
+            bad_lines.append(i)
+            continue
+        acc = as_number(rec.get("val_acc"))
+        if acc is None or not math.isfinite(acc):
+            bad_lines.append(i)
+            continue
+        ep = int(rec["epoch"])
+        if ep in by_epoch:
+            notes.append(f"epoch {ep} logged twice in {METRICS}; kept the later line")
+        by_epoch[ep] = rec
+    return by_epoch, bad_lines
+
+
+def _bad_lines_note(bad_lines: list[int]) -> str:
+    where = ", ".join(str(i) for i in bad_lines[:5]) + (" ..." if len(bad_lines) > 5 else "")
+    if len(bad_lines) > 1:
+        return f"skipped {len(bad_lines)} malformed line(s) of {METRICS} (line {where})"
+    return f"skipped a malformed line of {METRICS} (line {where})"
+
+
+def _add_comm_totals(records: list[dict[str, Any]]) -> None:
+    running = 0.0
+    for r in records:
+        total = as_number(r.get("comm_calls_total"))
+        running += as_number(r.get("comm_calls")) or 0.0
+        r["_comm_total"] = total if total is not None else running
+
+
+def _read_summary(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+        if not isinstance(summary, dict):
+            raise ValueError
+    except (ValueError, OSError):
+        notes.append(f"{SUMMARY} unreadable; treated as missing")
+        return None
+    return summary
+
+
+def load_run(path: Path, display: str) -> Run | Skipped:
+    """Read one run directory; a :class:`Skipped` says in one line why it is unusable."""
+    if not (path / CONFIG).is_file():
+        return Skipped(display, f"no {CONFIG}")
+    try:
+        cfg = _load_config(path / CONFIG)
+    except Exception as e:  # noqa: BLE001 - any unreadable config is a skipped run
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return Skipped(display, f"unreadable {CONFIG}: {msg}")
+    metrics = path / METRICS
+    if not metrics.is_file():
+        return Skipped(display, f"{METRICS} missing")
+    notes: list[str] = []
+    try:
+        lines = metrics.read_text(errors="replace").splitlines()
+    except OSError as e:
+        return Skipped(display, f"{METRICS} unreadable: {e.strerror or e}")
+    by_epoch, bad_lines = _read_records(lines, notes)
+    if bad_lines:
+        notes.append(_bad_lines_note(bad_lines))
+    if not by_epoch:
+        reason = f"{METRICS} empty" if not bad_lines else f"{METRICS} has no valid line"
+        return Skipped(display, reason)
+    records = [by_epoch[e] for e in sorted(by_epoch)]
+    _add_comm_totals(records)
+    summary = _read_summary(path / SUMMARY, notes)
+    return Run(path, display, cfg, records, summary, notes)
+
+
+def load_runs(paths: list[Path]) -> tuple[list[Run], list[Skipped], list[str]]:
+    """Every run under ``paths``: (runs, skipped directories, problems with the paths).
+
+    A run is named by its path relative to the parent of the root it was found under.
+    """
+    runs: list[Run] = []
+    skipped: list[Skipped] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+    for root in paths:
+        if not root.exists():
+            problems.append(f"{root}: no such directory")
+            continue
+        if not root.is_dir():
+            problems.append(f"{root}: not a directory")
+            continue
+        base = root.resolve().parent
+        for d in find_run_dirs(root):
+            real = d.resolve()
+            if real in seen:
+                continue
+            seen.add(real)
+            display = os.path.relpath(real, base)
+            item = load_run(d, display)
+            (runs if isinstance(item, Run) else skipped).append(item)
+    return runs, skipped, problems
