@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from report_tree import row, section
+from report_tree import table as rows
 
 from apts import report
 
@@ -228,44 +229,6 @@ def build_tree(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- helpers
 
 
-def section(md: str, heading: str) -> str:
-    """The text from a heading line starting with ``heading`` to the next heading as deep."""
-    lines = md.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
-    level = len(heading) - len(heading.lstrip("#"))
-    end = len(lines)
-    for i in range(start + 1, len(lines)):
-        m = re.match(r"^(#+) ", lines[i])
-        if m and len(m.group(1)) <= level:
-            end = i
-            break
-    return "\n".join(lines[start:end])
-
-
-def cells(line: str) -> list[str]:
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-
-
-def rows(text: str) -> list[dict[str, str]]:
-    """Rows of the markdown tables in ``text`` as {header: cell}."""
-    out, header = [], None
-    for line in text.splitlines():
-        if not line.startswith("|"):
-            header = None
-            continue
-        if header is None:
-            header = cells(line)
-        elif not set(line) <= set("|-"):
-            out.append(dict(zip(header, cells(line), strict=True)))
-    return out
-
-
-def row(text: str, first: str) -> dict[str, str]:
-    found = [r for r in rows(text) if next(iter(r.values())) == first]
-    assert len(found) == 1, (first, [next(iter(r.values())) for r in rows(text)])
-    return found[0]
-
-
 def run_report(tree: Path, out: Path, *extra: str, capsys=None) -> str:
     rc = report.main([str(tree), "--out", str(out), *extra])
     assert rc == 0
@@ -313,10 +276,10 @@ def test_final_table_auto_target(built):
     assert lo["final val acc (%)"] == "70.00 ± –"
     assert lo[f"epochs to {ts}"] == lo[f"collectives to {ts}"] == "not reached"
 
-    stopped = row(final, "APTS N=4 (|B|=10000)")
-    assert stopped["status"] == "incomplete (2/4 epochs)"
-    assert stopped["epochs"] == "2"
-    assert stopped["final val acc (%)"] == "45.00 ± –"
+    # the run stopped after 2 of 4 epochs is left out of the table, listed in Run status
+    assert "APTS N=4" not in final
+    stopped = row(section(md, "## Run status"), "experiments/nested/deeper/apts_n4_stopped")
+    assert (stopped["status"], stopped["epoch reached"]) == ("incomplete", "2/4")
 
     n1 = row(final, "APTS N=1 (|B|=10000)")
     assert n1["total collectives"] == "0"
@@ -352,7 +315,7 @@ def test_tuning_cost(built):
     assert sweep["epochs spent"] == "8"
     apts2 = row(tuning, "APTS N=2 (|B|=10000)")
     assert (apts2["runs"], apts2["epochs per run"], apts2["epochs spent"]) == ("2", "4", "8")
-    assert row(tuning, "APTS N=4 (|B|=10000)")["epochs spent"] == "2"
+    assert "APTS N=4" not in tuning  # its only run did not complete
 
 
 def test_paper_comparison(built):
@@ -379,7 +342,8 @@ def test_flags_skipped_and_malformed(built):
     bad = row(runs, "experiments/nested/adam_grid/1_optimizer.lr=0.01")
     assert "malformed line of metrics.jsonl (line 3)" in bad["notes"]
     assert bad["epochs"] == "4"  # the good lines are all kept
-    skipped = {r["run"]: r["reason"] for r in rows(section(md, "## Skipped runs"))}
+    status = section(md, "## Run status")
+    skipped = {r["run"]: r["reason"] for r in rows(status) if r["status"] == "no results"}
     assert skipped == {
         "experiments/broken/empty_metrics": "metrics.jsonl empty",
         "experiments/broken/no_metrics": "metrics.jsonl missing",
@@ -532,4 +496,6 @@ def test_a_real_preset_sweep_lands_in_one_dir_per_job_and_the_report_finds_all(t
     assert report.main([str(sweep), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "4 runs in 2 configurations" in md
+    # the grid planned in multirun.yaml, matched to the job directories Hydra made
+    assert "- `sweep`: 4 jobs planned (optimizer (2) × seed (2)), 4 found, 0 missing." in md
     assert md.count("| 2 (0, 1) |") == 2  # each optimizer: both seeds grouped

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from apts.report.build import build_report
 from apts.report.groups import AUTO_TARGET_FACTOR
+from apts.report.multirun import find_multiruns
 from apts.report.runs import load_runs
 
 PROG = "apts-report"
@@ -22,8 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """``RUN_DIR... [--out DIR] [--target ACC] [--title T]``."""
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Tables and plots (report.md, val_acc.png, acc_vs_comm.png) from run "
-        "directories written by apts-train; searches the given directories recursively.",
+        description="Tables and plots (report.md and its PNG figures) from run directories "
+        "written by apts-train; searches the given directories recursively.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or sweep directories")
     p.add_argument(
@@ -63,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for msg in problems:
         print(f"{PROG}: warning: {msg}", file=sys.stderr)
-    path = build_report(runs, skipped, Path(args.out), target=args.target, title=args.title)
+    roots = [Path(p) for p in args.runs]
+    path = build_report(
+        runs,
+        skipped,
+        Path(args.out),
+        target=args.target,
+        title=args.title,
+        multiruns=find_multiruns(roots),
+    )
     print(path)
     return 0

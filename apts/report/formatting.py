@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,17 @@ def format_value(v: Any) -> str:
     if isinstance(v, tuple):
         return "[" + ",".join(format_value(x) for x in v) + "]"
     return str(v)
+
+
+def file_slug(*parts: str) -> str:
+    """``parts`` joined by "_", each reduced to letters, digits, "_", "-" and "." (a name that
+    is safe in a file name and in a markdown link)."""
+    return "_".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", p).strip("-") for p in parts)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``n`` and the word, in the plural unless n is 1 (1 run, 2 runs, 3 studies)."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def format_number(x: float, digits: int = 1) -> str:

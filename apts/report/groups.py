@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from apts.report.formatting import format_value, value_order
-from apts.report.runs import Run
+from apts.report.runs import Run, flatten
 
 # Config keys that do not change what is trained (where and how it runs, what is saved).
 IGNORED_KEYS = {
@@ -26,22 +26,33 @@ IGNORED_KEYS = {
     "eval_batch_size",
     "dataset.data_dir",
     "dataset.download",
+    "study",  # the ablation preset's name: studies are grouped on their own
 }
 IGNORED_PREFIXES = ("launcher.", "hydra.")
 
 KEY_ALIASES = {"subdomains": "N", "batch_size": "|B|"}
-OPT_NAMES = {"apts": "APTS", "tr": "TR", "adam": "Adam", "sgd": "SGD"}
-OPT_ORDER = {"apts": 0, "tr": 1, "adam": 2, "sgd": 3}
-LR_OPTIMIZERS = ("sgd", "adam")
+OPT_NAMES = {
+    "apts": "APTS",
+    "tr": "TR",
+    "adam": "Adam",
+    "sgd": "SGD",
+    "local_adam": "Local Adam",
+    "local_sgd": "Local SGD",
+}
+OPT_ORDER = {"apts": 0, "tr": 1, "adam": 2, "sgd": 3, "local_adam": 4, "local_sgd": 5}
+# Local SGD/Adam: every rank steps on its shard, parameters averaged every H (sync_every)
+# steps; their labels show N and H as well as the learning rate.
+LOCAL_OPTIMIZERS = ("local_adam", "local_sgd")
+LR_OPTIMIZERS = ("sgd", "adam", *LOCAL_OPTIMIZERS)
 
 AUTO_TARGET_FACTOR = 0.99
 
 
-def config_key(run: Run) -> tuple:
-    """The (key, value) pairs that define the run's configuration, sorted by key."""
+def config_key(cfg: dict[str, Any]) -> tuple:
+    """The (key, value) pairs of a (nested) config that define its configuration, by key."""
     items = [
         (k, v)
-        for k, v in run.flat.items()
+        for k, v in flatten(cfg).items()
         if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)
     ]
     return tuple(sorted(items, key=lambda kv: kv[0]))
@@ -54,6 +65,8 @@ class Group:
     key: tuple
     runs: list[Run]
     extras: list[str] = field(default_factory=list)  # extra label parts ("local_memory=reset")
+    # runs of this configuration that did not complete: counted, not in the statistics
+    excluded: list[Run] = field(default_factory=list)
 
     @property
     def cfg(self) -> dict[str, Any]:
@@ -96,6 +109,11 @@ class Group:
         return self.cfg.get("optimizer.lr") if self.opt in LR_OPTIMIZERS else None
 
     @property
+    def sync_every(self) -> Any:
+        """H, the local steps between parameter averages (Local SGD/Adam), else None."""
+        return self.cfg.get("optimizer.sync_every") if self.opt in LOCAL_OPTIMIZERS else None
+
+    @property
     def sweep_key(self) -> tuple:
         """The configuration without its learning rate: equal for one lr sweep."""
         return tuple(kv for kv in self.key if kv[0] != "optimizer.lr")
@@ -105,15 +123,19 @@ class Group:
         shown = {"dataset.name", "model.name", "optimizer.name", "batch_size"}
         if self.opt in LR_OPTIMIZERS:
             shown.add("optimizer.lr")
-        else:
+        if self.opt not in LR_OPTIMIZERS or self.opt in LOCAL_OPTIMIZERS:
             shown.add("subdomains")
+        if self.opt in LOCAL_OPTIMIZERS:
+            shown.add("optimizer.sync_every")
         return shown
 
     def label_parts(self, with_lr: bool = True) -> list[str]:
-        """Optimizer, N (not for SGD/Adam), extras, lr (SGD/Adam) and |B|."""
+        """Optimizer, N (not for DDP SGD/Adam), H (Local SGD/Adam), extras, lr and |B|."""
         parts = [OPT_NAMES.get(self.opt, self.opt)]
-        if self.opt not in LR_OPTIMIZERS:
+        if "subdomains" in self.shown_keys():
             parts.append(f"N={self.n}")
+        if self.opt in LOCAL_OPTIMIZERS:
+            parts.append(f"H={format_value(self.sync_every)}")
         parts += self.extras
         if with_lr and self.lr is not None:
             parts.append(f"lr={format_value(self.lr)}")
@@ -132,12 +154,13 @@ class Group:
 
     @property
     def sort_key(self) -> tuple:
-        """Table order: optimizer, N, |B|, extras, lr."""
+        """Table order: optimizer, N, |B|, H, extras, lr."""
         return (
             OPT_ORDER.get(self.opt, 9),
             self.opt,
             value_order(self.n),
             value_order(self.batch_size),
+            value_order(self.sync_every),
             tuple(self.extras),
             value_order(self.lr),
         )
@@ -170,23 +193,30 @@ class Group:
 
     @property
     def total_epochs(self) -> int:
-        """Epochs run, summed over the seeds."""
-        return sum(r.epochs_run for r in self.runs)
+        """Epochs run, summed over the seeds, those left out included (they cost time too)."""
+        return sum(r.epochs_run for r in self.runs + self.excluded)
+
+    @property
+    def total_wall_s(self) -> float:
+        """Training time of all the runs, those left out included."""
+        return sum(r.wall_s for r in self.runs + self.excluded)
 
     def curves(self, x: str = "epoch") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x, mean acc, min acc, max acc) per epoch over the seeds that logged that epoch.
 
-        ``x="comm"`` gives the mean cumulative collectives at each epoch instead of the epoch.
+        ``x="comm"`` (``"bytes"``) gives the mean cumulative collectives (bytes) at each
+        epoch instead of the epoch.
         """
         epochs = sorted({int(e) for r in self.runs for e in r.epochs})
         acc = np.full((len(self.runs), len(epochs)), np.nan)
-        comm = np.full_like(acc, np.nan)
+        cumulative = np.full_like(acc, np.nan)
         col = {e: j for j, e in enumerate(epochs)}
         for i, r in enumerate(self.runs):
-            for e, a, c in zip(r.epochs, r.acc, r.comm_total, strict=True):
+            counts = r.bytes_total if x == "bytes" else r.comm_total
+            for e, a, c in zip(r.epochs, r.acc, counts, strict=True):
                 acc[i, col[int(e)]] = a
-                comm[i, col[int(e)]] = c
-        xs = np.array(epochs, dtype=float) if x == "epoch" else np.nanmean(comm, axis=0)
+                cumulative[i, col[int(e)]] = c
+        xs = np.array(epochs, dtype=float) if x == "epoch" else np.nanmean(cumulative, axis=0)
         return xs, np.nanmean(acc, axis=0), np.nanmin(acc, axis=0), np.nanmax(acc, axis=0)
 
     def to_target(self, target: float) -> tuple[list[int], list[float]]:
@@ -202,25 +232,39 @@ class Group:
 
     @property
     def status(self) -> str:
-        """ "complete", or the status of each incomplete run."""
+        """Either "complete" or the status of each run that did not complete (those left
+        out of the statistics say so)."""
         bad = self.incomplete_runs
-        if not bad:
+        if not bad and not self.excluded:
             return "complete"
-        if len(self.runs) == 1:
+        if len(self.runs) == 1 and not self.excluded:
             return bad[0].status
-        return "; ".join(f"seed {r.seed}: {r.status}" for r in bad)
+        parts = [f"seed {r.seed}: {r.status}" for r in bad]
+        parts += [f"seed {r.seed}: {r.status}, left out" for r in self.excluded]
+        return "; ".join(parts)
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
     """Runs grouped by configuration, seeds in order, labels told apart, sorted for tables."""
     by_key: dict[tuple, list[Run]] = {}
     for r in runs:
-        by_key.setdefault(config_key(r), []).append(r)
+        by_key.setdefault(config_key(r.cfg), []).append(r)
     groups = [
         Group(k, sorted(v, key=lambda r: (str(r.seed), r.display))) for k, v in by_key.items()
     ]
     _disambiguate(groups)
     return sorted(groups, key=lambda g: (g.panel, g.sort_key, g.label))
+
+
+def completed_only(groups: list[Group]) -> list[Group]:
+    """The groups with their runs that did not complete moved to ``excluded`` (labels kept);
+    groups with no completed run are dropped."""
+    out = []
+    for g in groups:
+        done = [r for r in g.runs if not r.incomplete]
+        if done:
+            out.append(Group(g.key, done, g.extras, [r for r in g.runs if r.incomplete]))
+    return out
 
 
 def _disambiguate(groups: list[Group]) -> None:

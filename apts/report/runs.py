@@ -4,6 +4,16 @@ A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (
 JSON object per epoch) and, once it ended, ``summary.json``. A directory is a run
 when it holds a ``config.yaml`` or a ``metrics.jsonl``; one that cannot be used is a
 :class:`Skipped` with a one-line reason.
+
+``metrics.jsonl`` and ``summary.json`` are strict JSON: NaN and infinities are written
+as ``null``. A line with a bare ``NaN``/``Infinity`` is not JSON and is skipped like any
+malformed line; a ``null`` value is a missing one (an epoch whose ``val_acc`` is null has
+no accuracy to report and is left out, other null metrics count as absent).
+
+``summary.json`` says how a run ended: ``status`` (``completed``, ``failed``,
+``interrupted``, ``diverged``; ``running`` while it trains), ``epoch`` (the last complete
+epoch) and, when it did not complete, a one-line ``reason`` (diverged runs also give the
+``step``).
 """
 
 from __future__ import annotations
@@ -20,6 +30,18 @@ import numpy as np
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+ERROR_LOG = "error.log"
+# Statuses of a run that ended without completing (summary.json "status").
+NOT_COMPLETED = ("failed", "interrupted", "diverged")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str) -> Any:
+    """Parse strict JSON: a bare NaN/Infinity is an error, as in every strict reader."""
+    return json.loads(text, parse_constant=_reject_constant)
 
 
 def as_number(x: Any) -> float | None:
@@ -64,11 +86,6 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def flat(self) -> dict[str, Any]:
-        """The config flattened to {"a.b": value}."""
-        return flatten(self.cfg)
-
-    @property
     def seed(self) -> Any:
         """The config's seed ("?" when it has none)."""
         return self.cfg.get("seed", "?")
@@ -93,6 +110,17 @@ class Run:
     def comm_total(self) -> np.ndarray:
         """Cumulative collectives at each logged epoch."""
         return np.array([r["_comm_total"] for r in self.records], dtype=float)
+
+    @property
+    def bytes_total(self) -> np.ndarray:
+        """Cumulative bytes sent by collectives at each logged epoch."""
+        return np.array([r["_bytes_total"] for r in self.records], dtype=float)
+
+    @property
+    def study(self) -> str | None:
+        """The config's ``study`` (an ablation preset's name), None for other runs."""
+        study = self.cfg.get("study")
+        return None if study is None else str(study)
 
     @property
     def epochs_run(self) -> int:
@@ -121,12 +149,20 @@ class Run:
         return not self.completed or (planned is not None and self.epochs_run < planned)
 
     @property
+    def ended(self) -> str | None:
+        """summary.json's ``status`` (None without a summary)."""
+        return None if self.summary is None else str(self.summary.get("status"))
+
+    @property
     def status(self) -> str:
-        """ "complete", or "incomplete (k/n epochs[, why])"."""
+        """Either "complete", "failed|interrupted|diverged (k/n epochs)" or
+        "incomplete (k/n epochs[, why])"."""
         if not self.incomplete:
             return "complete"
         planned = self.planned_epochs
         frac = f"{self.epochs_run}/{planned if planned is not None else '?'} epochs"
+        if self.ended in NOT_COMPLETED:
+            return f"{self.ended} ({frac})"
         if self.summary is None:
             if planned is not None and self.epochs_run >= planned:
                 frac += ", no summary.json"
@@ -137,10 +173,14 @@ class Run:
 
 @dataclass
 class Skipped:
-    """A run directory that could not be used, and why (one line)."""
+    """A run directory that could not be used, and why (one line); its config and
+    summary.json when they could be read (a job that failed before its first epoch)."""
 
     display: str
     reason: str
+    path: Path | None = None
+    cfg: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -163,19 +203,26 @@ def _load_config(path: Path) -> dict[str, Any]:
 
 
 def _read_records(lines: list[str], notes: list[str]) -> tuple[dict[int, dict], list[int]]:
-    """The usable metrics lines by epoch (a later line wins) and the numbers of bad lines."""
+    """The usable metrics lines by epoch (a later line wins) and the numbers of bad lines.
+
+    A line whose ``val_acc`` is null is no accuracy to report: left out, with a note.
+    """
     by_epoch: dict[int, dict[str, Any]] = {}
     bad_lines = []
+    null_acc = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
+            rec = strict_json(line)
+        except ValueError:
             bad_lines.append(i)
             continue
         if not isinstance(rec, dict) or as_number(rec.get("epoch")) is None:
             bad_lines.append(i)
+            continue
+        if "val_acc" in rec and rec["val_acc"] is None:
+            null_acc.append(int(rec["epoch"]))
             continue
         acc = as_number(rec.get("val_acc"))
         if acc is None or not math.isfinite(acc):
@@ -185,6 +232,9 @@ def _read_records(lines: list[str], notes: list[str]) -> tuple[dict[int, dict], 
         if ep in by_epoch:
             notes.append(f"epoch {ep} logged twice in {METRICS}; kept the later line")
         by_epoch[ep] = rec
+    if null_acc:
+        where = ", ".join(map(str, null_acc))
+        notes.append(f"val_acc null (not finite) at epoch {where}; left out")
     return by_epoch, bad_lines
 
 
@@ -196,18 +246,24 @@ def _bad_lines_note(bad_lines: list[int]) -> str:
 
 
 def _add_comm_totals(records: list[dict[str, Any]]) -> None:
-    running = 0.0
-    for r in records:
-        total = as_number(r.get("comm_calls_total"))
-        running += as_number(r.get("comm_calls")) or 0.0
-        r["_comm_total"] = total if total is not None else running
+    """``_comm_total``/``_bytes_total``: the logged cumulative counts, or running sums of the
+    per-epoch ones where a total is missing (older logs, null)."""
+    for per_epoch, total_key, out in (
+        ("comm_calls", "comm_calls_total", "_comm_total"),
+        ("comm_bytes", "comm_bytes_total", "_bytes_total"),
+    ):
+        running = 0.0
+        for r in records:
+            total = as_number(r.get(total_key))
+            running += as_number(r.get(per_epoch)) or 0.0
+            r[out] = total if total is not None else running
 
 
 def _read_summary(path: Path, notes: list[str]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        summary = json.loads(path.read_text())
+        summary = strict_json(path.read_text())
         if not isinstance(summary, dict):
             raise ValueError
     except (ValueError, OSError):
@@ -218,30 +274,30 @@ def _read_summary(path: Path, notes: list[str]) -> dict[str, Any] | None:
 
 def load_run(path: Path, display: str) -> Run | Skipped:
     """Read one run directory; a :class:`Skipped` says in one line why it is unusable."""
+    notes: list[str] = []
+    summary = _read_summary(path / SUMMARY, notes)
     if not (path / CONFIG).is_file():
-        return Skipped(display, f"no {CONFIG}")
+        return Skipped(display, f"no {CONFIG}", path, None, summary)
     try:
         cfg = _load_config(path / CONFIG)
     except Exception as e:  # noqa: BLE001 - any unreadable config is a skipped run
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return Skipped(display, f"unreadable {CONFIG}: {msg}")
+        return Skipped(display, f"unreadable {CONFIG}: {msg}", path, None, summary)
     metrics = path / METRICS
     if not metrics.is_file():
-        return Skipped(display, f"{METRICS} missing")
-    notes: list[str] = []
+        return Skipped(display, f"{METRICS} missing", path, cfg, summary)
     try:
         lines = metrics.read_text(errors="replace").splitlines()
     except OSError as e:
-        return Skipped(display, f"{METRICS} unreadable: {e.strerror or e}")
+        return Skipped(display, f"{METRICS} unreadable: {e.strerror or e}", path, cfg, summary)
     by_epoch, bad_lines = _read_records(lines, notes)
     if bad_lines:
         notes.append(_bad_lines_note(bad_lines))
     if not by_epoch:
         reason = f"{METRICS} empty" if not bad_lines else f"{METRICS} has no valid line"
-        return Skipped(display, reason)
+        return Skipped(display, reason, path, cfg, summary)
     records = [by_epoch[e] for e in sorted(by_epoch)]
     _add_comm_totals(records)
-    summary = _read_summary(path / SUMMARY, notes)
     return Run(path, display, cfg, records, summary, notes)
 
 

@@ -15,6 +15,7 @@ from apts.report.formatting import (
     format_seeds,
     format_to_target,
     markdown_table,
+    plural,
     value_order,
 )
 from apts.report.groups import AUTO_TARGET_FACTOR, OPT_NAMES, OPT_ORDER, Group
@@ -23,9 +24,18 @@ from apts.report.runs import Run, Skipped
 Panels = dict[tuple[str, str], list[Group]]
 
 
-def what_was_run(runs: list[Run], skipped: list[Skipped], groups: list[Group]) -> list[str]:
+def what_was_run(
+    runs: list[Run], skipped: list[Skipped], groups: list[Group], study_runs: list[Run]
+) -> list[str]:
     """One line: how many runs and configurations, the datasets, models, optimizers (with
-    their N), seeds and epochs."""
+    their N), seeds and epochs; and how many runs belong to ablation studies."""
+    studies = sorted({r.study for r in study_runs if r.study is not None})
+    in_studies = (
+        f"**Ablations:** {plural(len(study_runs), 'run')} in "
+        f"{plural(len(studies), 'study', 'studies')} ({', '.join(studies)})."
+    )
+    if not runs:
+        return [in_studies + (f" {len(skipped)} skipped." if skipped else "")]
     datasets = sorted({g.dataset for g in groups})
     models = sorted({g.model for g in groups})
     opts = []
@@ -36,13 +46,14 @@ def what_was_run(runs: list[Run], skipped: list[Skipped], groups: list[Group]) -
     epochs = format_range([r.epochs_run for r in runs])
     n_inc = sum(r.incomplete for r in runs)
     line = (
-        f"**What was run:** {len(runs)} runs in {len(groups)} configurations"
+        f"**What was run:** {plural(len(runs), 'run')} in "
+        f"{plural(len(groups), 'configuration')}"
         + (f" ({n_inc} incomplete)" if n_inc else "")
         + (f", {len(skipped)} skipped" if skipped else "")
         + f" — datasets: {', '.join(datasets)}; models: {', '.join(models)}; "
         + f"optimizers: {'; '.join(opts)}; seeds: {seeds}; epochs: {epochs}."
     )
-    return [line]
+    return [line, "", in_studies] if study_runs else [line]
 
 
 FINAL_INTRO = (
@@ -103,8 +114,9 @@ def plots_section(hidden: list[Group], no_comm: list[Group]) -> list[str]:
     caption = "Line: mean over seeds; band: min–max over seeds; dotted grey line: target accuracy."
     if hidden:
         caption += (
-            " SGD/Adam learning-rate sweeps are shown by their best learning rate only (highest "
-            "mean final accuracy); the whole grid is in the tables above and below."
+            " Learning-rate sweeps (SGD/Adam, DDP and Local) are shown by their best learning "
+            "rate only (highest mean final accuracy); the whole grid is in the tables above and "
+            "below."
         )
     lines += ["![Validation accuracy per epoch](val_acc.png)", "", caption, ""]
     lines += ["![Validation accuracy against cumulative collectives](acc_vs_comm.png)", ""]
@@ -120,15 +132,15 @@ def plots_section(hidden: list[Group], no_comm: list[Group]) -> list[str]:
 
 
 def runs_section(groups: list[Group]) -> list[str]:
-    """Every run: its directory, configuration, seed, epochs, final accuracy, status and
-    notes (malformed lines, duplicate epochs); a note for configurations with repeated
-    seeds."""
+    """Every run that logged an epoch (studies' ones named by their study): its directory,
+    configuration, seed, epochs, final accuracy, status and notes (malformed lines,
+    duplicate epochs, null accuracies); a note for configurations with repeated seeds."""
     lines = ["## Runs", ""]
     rows = [
         [
             r.display,
             f"{g.dataset} / {g.model}",
-            g.label,
+            g.label if r.study is None else f"{r.study}: {g.label}",
             r.seed,
             r.epochs_run,
             f"{r.final_acc:.2f}",
@@ -153,20 +165,13 @@ def runs_section(groups: list[Group]) -> list[str]:
     return lines
 
 
-def skipped_section(skipped: list[Skipped]) -> list[str]:
-    """The directories that could not be used, with the reason (nothing when none)."""
-    if not skipped:
-        return []
-    lines = ["## Skipped runs", ""]
-    lines += markdown_table(["run", "reason"], [[s.display, s.reason] for s in skipped])
-    lines.append("")
-    return lines
-
-
-def notes_section(target: float | None, target_notes: list[str]) -> list[str]:
-    """How the target accuracy was chosen and the definitions behind the tables."""
+def notes_section(target: float | None, target_notes: list[str] | None) -> list[str]:
+    """How the target accuracy was chosen (``target_notes`` None: no comparison, no target)
+    and the definitions behind the tables."""
     lines = ["## Notes", ""]
-    if target is not None:
+    if target_notes is None:
+        pass
+    elif target is not None:
         lines.append(f"- Target accuracy: {target:.2f}%, set with `--target`.")
     else:
         lines.append(
@@ -183,13 +188,20 @@ def notes_section(target: float | None, target_notes: list[str]) -> list[str]:
         "tell otherwise equal labels apart."
     )
     lines.append(
-        "- A run is *incomplete* when it logged fewer epochs than its config's `epochs` or has "
-        "no `summary.json`; it is still included, with its last logged epoch as its final "
-        "accuracy."
+        "- A run *did not complete* when its `summary.json` says `failed`, `interrupted` or "
+        "`diverged`, when it has none (killed, or still running), or when it logged fewer "
+        "epochs than its config's `epochs`. Such runs are listed in *Run status* and *Runs* "
+        "and left out of every accuracy table, plot and comparison (the *status* column of "
+        "*Final validation accuracy* names the seeds left out)."
     )
     lines.append(
-        "- A line of `metrics.jsonl` that is not JSON, or has no numeric `epoch` or no finite "
-        "`val_acc`, is skipped and listed in the run's notes (table *Runs*)."
+        "- A line of `metrics.jsonl` that is not strict JSON (a bare `NaN` included) or has "
+        "no numeric `epoch` is skipped; an epoch whose `val_acc` is `null` (not finite) has "
+        "no accuracy and is left out. Both are listed in the run's notes (table *Runs*)."
+    )
+    lines.append(
+        "- Runs whose config sets `study` (ablation presets) appear only in *Ablations*, "
+        "*Run status* and *Runs*."
     )
     lines.append("")
     return lines

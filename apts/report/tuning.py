@@ -13,9 +13,10 @@ from apts.report.groups import LR_OPTIMIZERS, Group, sweeps
 from apts.report.runs import as_number
 
 TUNING_INTRO = (
-    "SGD/Adam need a learning rate; a sweep is the set of their configurations that differ "
-    "only in `optimizer.lr`. *Epochs spent* counts every epoch of every run and seed of the "
-    "sweep. APTS/TR have no learning rate: one run (per N and seed) at its settings."
+    "SGD/Adam (DDP and Local) need a learning rate; a sweep is the set of their "
+    "configurations that differ only in `optimizer.lr`. *Epochs spent* counts every epoch "
+    "of every run and seed of the sweep, runs that did not complete included. APTS/TR have "
+    "no learning rate: one run (per N and seed) at its settings."
 )
 SWEEP_HEADER = [
     "sweep",
@@ -50,7 +51,7 @@ def tuning_section(by_panel: dict[tuple[str, str], list[Group]], groups: list[Gr
             lines += markdown_table(SWEEP_HEADER, [_sweep_row(s) for s in panel_sweeps])
             lines.append("")
         else:
-            lines += ["No SGD/Adam learning-rate sweep for this dataset/model.", ""]
+            lines += ["No learning-rate sweep for this dataset/model.", ""]
         if others:
             lines += markdown_table(NO_LR_HEADER, [_no_lr_row(g) for g in others])
             lines.append("")
@@ -70,7 +71,7 @@ def _sweep_row(s: list[Group]) -> list:
         f"{format_value(best.lr)} ({best.final_mean:.2f}%)",
         f"{format_value(worst.lr)} ({worst.final_mean:.2f}%)" if len(s) > 1 else "–",
         sum(g.total_epochs for g in s),
-        format_duration(sum(r.wall_s for g in s for r in g.runs)),
+        format_duration(sum(g.total_wall_s for g in s)),
     ]
 
 
@@ -80,7 +81,7 @@ def _no_lr_row(g: Group) -> list:
         len(g.runs),
         format_range([r.epochs_run for r in g.runs]),
         g.total_epochs,
-        format_duration(sum(r.wall_s for r in g.runs)),
+        format_duration(g.total_wall_s),
         format_mean_std(g.final_mean, g.final_std),
     ]
 
