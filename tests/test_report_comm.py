@@ -56,8 +56,8 @@ def test_apts_wins_at_its_budget(tmp_path):
         f"10.00 points above the best other method, {local_label} (75.00%)." in sec
     )
     assert (
-        "At C/4 = 36 collectives, APTS N=2 (|B|=10000) wins by default with 60.00% "
-        "validation accuracy: no other method finishes an epoch within the budget." in sec
+        "At C/4 = 36 collectives, APTS N=2 (|B|=10000) wins with 60.00% validation "
+        "accuracy; no other method finishes an epoch within the budget." in sec
     )
     figure = tmp_path / "out" / "comm_mnist_fcnn.png"
     assert figure.read_bytes()[:8] == PNG_SIGNATURE and "](comm_mnist_fcnn.png)" in sec

@@ -101,8 +101,8 @@ def winner_sentence(results: list[AtBudget], budget: float, name: str) -> str:
     if not rivals:
         others = "no other method" if is_apts else "no APTS configuration"
         return (
-            f"{at} {best.group.label} wins by default with {best.acc:.2f}% validation "
-            f"accuracy: {others} finishes an epoch within the budget."
+            f"{at} {best.group.label} wins with {best.acc:.2f}% validation accuracy; "
+            f"{others} finishes an epoch within the budget."
         )
     rival = rivals[0]
     gap = best.acc - rival.acc

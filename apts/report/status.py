@@ -90,7 +90,7 @@ def _sweep_lines(sweep: Multirun, found: set[Path]) -> tuple[str, list[list[str]
             missing.append([sweep.display, str(number), " ".join(job), what])
     grid = " × ".join(f"{k} ({n})" for k, n in sweep.sizes) or "no swept key"
     line = (
-        f"- `{sweep.display}`: {len(sweep.jobs)} jobs planned ({grid}), "
+        f"- `{sweep.display}`: {plural(len(sweep.jobs), 'job')} planned ({grid}), "
         f"{len(sweep.jobs) - len(missing)} found, {len(missing)} missing."
     )
     return line, missing
