@@ -621,6 +621,13 @@ def _measure_one(net, rate, n, model, name, args, work: Path, port: int) -> dict
     except BenchError as e:
         raise BenchError(f"{what}: {e}") from None
     m, ep = METHODS[name], res.rows
+    ring = 2 * (n - 1) / n * sum(e["comm_bytes"] for e in ep)
+    if min(res.tx_bytes) < ring:
+        # e.g. a gloo whose all-reduce takes shared memory when LOCAL_WORLD_SIZE == WORLD_SIZE
+        raise BenchError(
+            f"{what}: a rank sent {min(res.tx_bytes):,} bytes on its link, less than a ring "
+            f"all-reduce needs ({ring:,.0f}): the collectives did not cross the shaped links"
+        )
     row = {
         "model": model,
         "params": n_params(model),
