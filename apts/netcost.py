@@ -12,11 +12,12 @@ N−1 steps in which every rank sends b/N bytes to its neighbour, so ::
 
 Gloo (the CPU backend of ``torch.distributed``) runs exactly this ring: for a dense
 CPU tensor ``ProcessGroupGloo::allreduce`` calls ``gloo::allreduce`` with no algorithm
-set, which selects its ring (reduce-scatter then all-gather; each rank's chunk is cut
-into segments of at most 1 MiB, two in flight, to overlap the reduction with the
-transfer). Every rank therefore sends 2(N−1)/N·b bytes per all-reduce: the β term is
-exact. The latency term is 2(N−1)α only to leading order: a chunk larger than 1 MiB
-is sent as several pipelined segments.
+set, which selects its ring (reduce-scatter then all-gather). Every rank therefore
+sends 2(N−1)/N·b bytes per all-reduce: the β term is exact (the shaped-link benchmark,
+``scripts/bench_net.py``, counts 1.00–1.05 times that on the wire, headers included).
+The latency term is 2(N−1)α to leading order only: gloo cuts each rank's chunk into at
+least two segments of at most 1 MiB and keeps two in flight, so it sends more, partly
+overlapped, messages.
 
 A sum of all-reduces depends only on their count and their total size (the cost is
 linear in b), which is what ``metrics.jsonl`` records per epoch (``comm_calls``,
