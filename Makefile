@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: install test test-slow test-all lint format train bench reproduce reproduce-quick clean
+.PHONY: install test test-slow test-all lint format train bench bench-net reproduce reproduce-quick clean
 
 install:            ## create .venv, install the pinned torch, then the package with dev tools
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ train:              ## one training run; pass Hydra overrides in ARGS="dataset=s
 
 bench:              ## benchmarks: figures, not assertions
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+bench-net:          ## APTS vs DDP on shaped links in network namespaces (root; skips otherwise)
+	$(BIN)/python scripts/bench_net.py $(ARGS)
 
 reproduce:          ## the paper's comparisons (MNIST, CIFAR-10; hours on CPU) and the report
 	$(BIN)/python scripts/reproduce.py --profile full $(ARGS)
