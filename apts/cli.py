@@ -1,111 +1,208 @@
 """Command-line entry point ``apts-train`` (Hydra).
 
-The flow: check the command line's group choices (so a typo fails in one line,
-before Hydra prints its own multi-line error), compose the config with Hydra,
-validate it, resolve it to a plain dict, and hand it to :mod:`apts.launch`,
-which starts or joins the ranks. Nothing here knows about optimizers' maths.
+The flow: check the command line before anything runs — the override syntax, the
+group choices, and the composed config of every job of a sweep (so a typo or a bad
+value fails in one line with exit code 2, before any rank starts); then let Hydra run
+the job(s). Each job claims its run directory (:mod:`apts.rundir`), decides whether to
+start, resume or skip, and hands the resolved config to :mod:`apts.launch`.
+
+- A single run exits with the job's code: 0, 1 (failed), 2 (bad input), 3 (diverged),
+  130/143 (interrupted), after one line on stderr.
+- A sweep (``-m``) goes on past failed jobs (each records its failure in its directory)
+  and ends with one line listing them and exit code 1; a signal stops the whole sweep.
+- ``apts-train resume=DIR [epochs=N]`` continues the run in DIR with DIR's config.
+
+Nothing here knows about optimizers' maths.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from apts.launch import launch, torchrun_env
-from apts.validate import ConfigError, validate
+from apts.launch import LaunchResult, launch, torchrun_env
+from apts.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
+from apts.precheck import precheck
+from apts.rundir import LOCK, RunDirError, claim, read_summary, record_outcome, saved_config
+from apts.validate import CONFIG_DIR, ConfigError, validate
 
-# configs/ sits beside the package in a source checkout (editable install) and
-# inside it as apts/configs in a wheel.
-_HERE = Path(__file__).resolve().parent
-CONFIG_DIR = next(
-    (p for p in (_HERE.parent / "configs", _HERE / "configs") if (p / "train.yaml").is_file()),
-    _HERE / "configs",
-)
-GROUPS = ("dataset", "model", "optimizer", "launcher", "experiment")
+PROG = "apts-train"
 
 
-def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-
-
-def check_group_overrides(argv: list[str]) -> None:
-    """Reject unknown choices of a config group (``optimizer=adamw``) in one line."""
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not sep or key not in GROUPS or value in ("", "null"):
-            continue
-        # multirun sweeps: optimizer=sgd,adam (also choice(sgd,adam) is left to Hydra)
-        if "(" in value:
-            continue
-        for choice in value.split(","):
-            if choice not in group_choices(key):
-                raise ConfigError(
-                    f"unknown {key} '{choice}'; choose one of: {', '.join(group_choices(key))}"
-                )
-
-
-def _torchrun_overrides(argv: list[str]) -> list[str]:
-    """Under torchrun every rank runs Hydra: give them one run dir, and let rank 0 alone
-    write Hydra's files (DESIGN.md, pitfalls)."""
-    env = torchrun_env()
-    if env is None or any(a.startswith(("-m", "--multirun")) for a in argv):
-        return []
-    extra = []
-    if not any(a.startswith("hydra.run.dir=") for a in argv):
-        # torchrun gives every rank of one job the same run id; a timestamp could differ.
-        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-        extra.append(
-            f"hydra.run.dir=outputs/runs/torchrun-{run_id}"
-            "_${dataset.name}_${model.name}_${optimizer.name}_N${subdomains}"
-        )
-    if env["rank"] != 0:
-        extra.append("hydra.output_subdir=null")
-    return extra
-
-
-def _fail(msg: str, code: int = 2, run_dir: str | None = None) -> None:
-    if run_dir is not None:
-        _discard_run_dir(Path(run_dir))
-    print(f"apts-train: error: {msg}", file=sys.stderr)
+def _fail(msg: str, code: int = EXIT_CONFIG) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
     sys.exit(code)
 
 
-def _discard_run_dir(run_dir: Path) -> None:
+def _torchrun_overrides(argv: list[str]) -> list[str]:
+    """Under torchrun every rank runs Hydra: give them one run dir (a timestamp or a random
+    name could differ between ranks)."""
+    env = torchrun_env()
+    if env is None or any(a.startswith(("-m", "--multirun")) for a in argv):
+        return []
+    if any(a.startswith(("hydra.run.dir=", "out_dir=")) for a in argv):
+        return []
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    return [
+        f"hydra.run.dir=outputs/runs/torchrun-{run_id}"
+        "_${dataset.name}_${model.name}_${optimizer.name}_N${subdomains}"
+    ]
+
+
+# --------------------------------------------------------------------------- one job
+
+
+def _discard_if_empty(run_dir: Path) -> None:
     """A run that never started leaves no directory behind (Hydra creates it early)."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra"}:
-        shutil.rmtree(run_dir)
+    try:
+        if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {LOCK}:
+            (run_dir / LOCK).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass
+
+
+def run_job(cfg: dict[str, Any], run_dir: str, overrides: list[str] | None = None) -> LaunchResult:
+    """Claim ``run_dir``, then start, resume or skip the run there (see
+    :func:`apts.rundir.plan_run`) and launch it. Never raises for a run that failed."""
+    from apts.launch import join_world
+
+    env = torchrun_env()
+    if env is not None:
+        return join_world(cfg, run_dir, env, overrides)
+    try:
+        lock, plan = claim(run_dir, cfg, overrides)
+    except RunDirError as e:
+        return LaunchResult(EXIT_CONFIG, "failed", str(e), claimed=False)
+    try:
+        if plan.action == "skip":
+            return LaunchResult(status="skipped", final={"note": plan.note})
+        return launch(cfg, run_dir, plan)
+    finally:
+        lock.release()
+
+
+# The jobs of this sweep that did not complete: directory name -> one-line description.
+_failed_jobs: dict[str, str] = {}
 
 
 @hydra.main(version_base=None, config_path=str(CONFIG_DIR), config_name="train")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    run_dir = cfg.out_dir or HydraConfig.get().runtime.output_dir
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    run_dir = Path(cfg.out_dir or hc.runtime.output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
-        validate(cfg)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        validate(resolved, hc.runtime.choices)
     except ConfigError as e:
-        _fail(str(e), run_dir=run_dir)
-    result = launch(resolved, run_dir)
-    if result.error is not None:
-        _fail(result.error, result.exit_code, run_dir if result.exit_code == 2 else None)
-    return result.final.get("val_acc") if result.final else None
+        result = LaunchResult(EXIT_CONFIG, "failed", str(e))
+    else:
+        result = run_job(resolved, str(run_dir), list(hc.overrides.task))
+    return _job_end(result, run_dir, multirun, hc.job.override_dirname or "")
+
+
+def _job_end(result: LaunchResult, run_dir: Path, multirun: bool, label: str) -> dict[str, Any]:
+    """Report a job: a single run exits with its code, a sweep's job records its failure
+    and lets the sweep go on (a signal stops the sweep)."""
+    if torchrun_env() is not None:
+        if result.error and (torchrun_env() or {}).get("rank") == 0:
+            print(f"{PROG}: error: {result.error}", file=sys.stderr)
+        exit_rank(result.exit_code)
+    if result.status == "skipped":
+        print(f"{PROG}: {run_dir}: {result.final.get('note')}; skipped", file=sys.stderr)
+        return {"status": "skipped", "dir": str(run_dir)}
+    if result.error is None:
+        return {"status": result.status, "dir": str(run_dir), **result.final}
+    if not multirun or result.status == "interrupted":
+        if result.exit_code == EXIT_CONFIG and not multirun and result.claimed:
+            _discard_if_empty(run_dir)
+        what = f"job {label}: " if multirun else ""
+        _fail(f"{what}{result.error}", result.exit_code)
+    if result.claimed and result.exit_code == EXIT_CONFIG:
+        try:  # failed before any rank started: nobody else recorded it
+            record_outcome(run_dir, result.status, result.error)
+        except RunDirError:
+            pass
+    _failed_jobs[run_dir.name] = f"{label or run_dir.name} ({result.status}: {result.error})"
+    print(f"{PROG}: error: job {label or run_dir}: {result.error}", file=sys.stderr)
+    return {"status": result.status, "dir": str(run_dir), "error": result.error}
+
+
+class SweepReport(Callback):
+    """Hydra callback: after a sweep, the jobs that did not complete, in one line."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # jobs run by another process (e.g. a cluster launcher) report through their
+        # directories; jobs run here are already in _failed_jobs
+        for summary in sorted(Path(str(config.hydra.sweep.dir)).glob("*/summary.json")):
+            job = summary.parent
+            s = read_summary(job) or {}
+            if s.get("status") not in (None, "completed", "running"):
+                _failed_jobs.setdefault(job.name, f"{job.name} ({s['status']}: {s.get('reason')})")
+
+
+# ---------------------------------------------------------------------------- resume
+
+
+def _resume_main(argv: list[str]) -> None:
+    """``apts-train resume=DIR [epochs=N]``: continue the run in DIR with DIR's config."""
+    target = next(a.split("=", 1)[1] for a in argv if a.startswith("resume="))
+    epochs = None
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key == "resume":
+            continue
+        if key == "epochs" and value.isdigit():
+            epochs = int(value)
+            continue
+        _fail(
+            f"resume={target} continues that run with its own config; only epochs=N may "
+            f"change (got '{arg}')"
+        )
+    run_dir = Path(target)
+    try:
+        cfg = saved_config(run_dir)
+    except RunDirError as e:
+        _fail(str(e))
+    if cfg is None:
+        _fail(f"nothing to resume in {run_dir}: it holds no run (no config.yaml)")
+    if epochs is not None:
+        cfg["epochs"] = epochs
+    try:
+        validate({**cfg, "resume": None})
+    except ConfigError as e:
+        _fail(str(e))
+    cfg["resume"] = str(run_dir)
+    result = run_job(cfg, str(run_dir))
+    _job_end(result, run_dir, False, "")
+    if torchrun_env() is None:
+        sys.exit(result.exit_code)
 
 
 def main() -> None:
     argv = sys.argv[1:]
+    if any(a.startswith("resume=") and a not in ("resume=auto", "resume=null") for a in argv):
+        _resume_main(argv)
+        return
     try:
-        check_group_overrides(argv)
+        precheck(argv, CONFIG_DIR)
     except ConfigError as e:
         _fail(str(e))
     sys.argv = [sys.argv[0], *argv, *_torchrun_overrides(argv)]
     _hydra_main()
+    if _failed_jobs:
+        n = len(_failed_jobs)
+        listed = "; ".join(_failed_jobs.values())
+        _fail(f"{n} job{'s' if n > 1 else ''} did not complete: {listed}", EXIT_FAILED)
 
 
 if __name__ == "__main__":

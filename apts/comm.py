@@ -10,7 +10,8 @@ Kinds used in this project:
 - ``optimizer``: all-reduces issued by the trust-region optimizers (TR, APTS);
 - ``ddp``: DDP's bucketed gradient all-reduces (SGD/Adam baselines);
 - ``metrics``: the once-per-epoch reduction of training statistics;
-- ``setup``: start-up synchronisation (barriers before training).
+- ``setup``: start-up and shutdown synchronisation (barriers);
+- ``checkpoint``: the per-epoch gather of every rank's state to rank 0.
 
 With one process and no process group every call is a no-op and nothing is
 counted: nothing is communicated.
@@ -72,6 +73,33 @@ class Comm:
         if self.active and self.world_size > 1:
             self._count(kind, torch.empty(0))
             dist.barrier()
+
+    def gather_bytes(self, data: bytes, kind: str = "checkpoint") -> list[bytes] | None:
+        """Gather every rank's ``data`` on rank 0: the list by rank there, None elsewhere.
+        Counted as one call of ``len(data)`` bytes (what this rank sends)."""
+        if not self.active or self.world_size == 1:
+            return [data]
+        self.calls[kind] += 1
+        self.bytes[kind] += len(data)
+        out: list[bytes] | None = [b""] * self.world_size if self.rank == 0 else None
+        t0 = time.perf_counter()
+        dist.gather_object(data, out, dst=0)
+        self.seconds[kind] += time.perf_counter() - t0
+        return out
+
+    def state(self) -> dict[str, dict[str, float]]:
+        """The counters, for a checkpoint."""
+        return {
+            "calls": dict(self.calls),
+            "bytes": dict(self.bytes),
+            "seconds": dict(self.seconds),
+        }
+
+    def load_state(self, state: dict[str, dict[str, float]]) -> None:
+        """Continue counting from :meth:`state`'s values (a resumed run)."""
+        self.calls = Counter(state["calls"])
+        self.bytes = Counter(state["bytes"])
+        self.seconds = Counter(state["seconds"])
 
     @staticmethod
     def ddp_hook(comm, bucket):  # no annotations: DDP checks them against the real class

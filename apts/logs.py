@@ -3,41 +3,45 @@
 A run directory holds:
 
 - ``config.yaml``: the resolved config;
-- ``metrics.jsonl``: one JSON object per epoch (epoch, train_loss, val_loss,
-  val_acc, comm_calls, comm_bytes, grad_evals, wall_s, optimizer extras such as
-  the trust-region radius and accepted/rejected counts);
+- ``metrics.jsonl``: one strict-JSON object per epoch (epoch, train_loss, val_loss,
+  val_acc, comm_calls, comm_bytes, grad_evals, wall_s, optimizer extras such as the
+  trust-region radius and accepted/rejected counts); a non-finite value is ``null``;
 - ``tb/``: TensorBoard event files with the same scalars;
-- ``train.log``: the log; ``summary.json``: written last, when the run completed;
-- ``checkpoint.pt``: model and optimizer state after the latest epoch.
+- ``train.log``: the log, with where the data came from (paths and md5 sums);
+- ``summary.json``: ``{"status": "running", ...}`` while training, then how the run ended
+  (see :mod:`apts.rundir`), the last epoch's metrics and the data's provenance;
+- ``checkpoint.pt``: everything needed to continue after the latest epoch
+  (:mod:`apts.checkpoint`).
 
-Files are replaced atomically (write to a temporary name, then rename) and
-``metrics.jsonl`` is appended a whole line at a time, so an interrupted run
-leaves complete lines and no half-written file.
+Files are replaced atomically and ``metrics.jsonl`` is appended a whole line at a time,
+so an interrupted run leaves complete lines and no half-written file. A resumed run cuts
+``metrics.jsonl`` back to its checkpoint's epoch and has TensorBoard drop later events.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-METRICS = "metrics.jsonl"
-CONFIG = "config.yaml"
-SUMMARY = "summary.json"
+from apts.rundir import (
+    CONFIG,
+    ERROR_LOG,
+    METRICS,
+    SUMMARY,
+    atomic_write,
+    fs_error,
+    strict_dumps,
+    strict_loads,
+    write_json,
+)
 
 log = logging.getLogger("apts")
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class _Progress:
@@ -57,6 +61,20 @@ class _Progress:
             self.bar.close()
 
 
+def _keep_epochs(path: Path, last_epoch: int) -> None:
+    """Cut metrics.jsonl back to the lines of epochs <= last_epoch (a resumed run)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(strict_loads(line)["epoch"]) <= last_epoch:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            break  # a torn last line
+    atomic_write(path, lambda p: p.write_text("".join(kept)))
+
+
 class RunLogger:
     """Writes a run's outputs; a no-op on ranks other than 0 (``enabled=False``)."""
 
@@ -65,16 +83,26 @@ class RunLogger:
         self.enabled = enabled
         self.show_progress = progress and enabled
         self.writer = None
+        self._handler: logging.Handler | None = None
+        self.last_epoch = 0
+        self.info: dict[str, Any] = {}
 
-    def start(self, cfg: DictConfig, **info: Any) -> None:
+    def start(self, cfg: dict[str, Any], *, resume_epoch: int = 0, **info: Any) -> None:
+        """Open the outputs: a fresh run, or a resumed one continuing after
+        ``resume_epoch``. ``info`` (data source, sizes) goes to train.log and summary.json."""
+        self.last_epoch = resume_epoch
+        self.info = info
         if not self.enabled:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / METRICS).unlink(missing_ok=True)
-        for stale in (SUMMARY, "error.log"):
-            (self.dir / stale).unlink(missing_ok=True)
-        _atomic_write(self.dir / CONFIG, lambda p: p.write_text(OmegaConf.to_yaml(cfg)))
-        handler = logging.FileHandler(self.dir / "train.log")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _keep_epochs(self.dir / METRICS, resume_epoch)
+            handler = logging.FileHandler(self.dir / "train.log")
+        except OSError as e:
+            raise fs_error(self.dir, e) from None
+        cfg = {**cfg, "resume": None}  # how this run was started is not part of it
+        atomic_write(self.dir / CONFIG, lambda p: p.write_text(OmegaConf.to_yaml(cfg)))
+        self._write_summary("running", pid=os.getpid(), host=socket.gethostname())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -84,17 +112,23 @@ class RunLogger:
             log.addHandler(logging.StreamHandler(sys.stdout))
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.dir / "tb"))
-        self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
+        # purge_step drops the events of epochs after the checkpoint (a resumed run)
+        self.writer = SummaryWriter(log_dir=str(self.dir / "tb"), purge_step=resume_epoch + 1)
+        if not resume_epoch:
+            self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
+        what = f"resumed after epoch {resume_epoch}" if resume_epoch else "started"
         log.info(
-            "run %s: dataset=%s model=%s optimizer=%s subdomains=%s params=%s",
+            "run %s %s: dataset=%s model=%s optimizer=%s subdomains=%s params=%s",
             self.dir,
-            cfg.dataset.name,
-            cfg.model.name,
-            cfg.optimizer.name,
-            info.get("world_size"),
+            what,
+            cfg["dataset"]["name"],
+            cfg["model"]["name"],
+            cfg["optimizer"]["name"],
+            cfg["subdomains"],
             info.get("n_params"),
         )
+        for src in info.get("data", []):
+            log.info("data: %s", " ".join(f"{k}={v}" for k, v in src.items()))
 
     def progress(self, total: int, desc: str) -> _Progress:
         if not self.show_progress:
@@ -104,12 +138,18 @@ class RunLogger:
         return _Progress(tqdm(total=total, desc=desc, leave=False, file=sys.stderr, ncols=100))
 
     def log_epoch(self, metrics: dict[str, Any], comm: dict[str, dict[str, int]]) -> None:
+        """Append the epoch's line to metrics.jsonl and its scalars to TensorBoard."""
         if not self.enabled:
             return
-        line = json.dumps({**metrics, "comm_by_kind": comm})
-        with open(self.dir / METRICS, "a") as f:
-            f.write(line + "\n")
+        line = strict_dumps({**metrics, "comm_by_kind": comm})
+        path = self.dir / METRICS
+        try:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+        except OSError as e:
+            raise fs_error(path, e) from None
         step = metrics["epoch"]
+        self.last_epoch = step
         for key, value in metrics.items():
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(key, value, step)
@@ -125,16 +165,37 @@ class RunLogger:
             metrics["wall_s"],
         )
 
-    def checkpoint(self, state: dict[str, Any]) -> None:
-        if self.enabled:
-            _atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(state, p))
+    def _write_summary(self, status: str, **fields: Any) -> None:
+        summary = {"status": status, "epoch": self.last_epoch, **fields}
+        if "data" in self.info:
+            summary["data"] = self.info["data"]
+        write_json(self.dir / SUMMARY, summary)
 
-    def finish(self, final: dict[str, Any]) -> None:
+    def finish(self, status: str, final: dict[str, Any] | None = None, **fields: Any) -> None:
+        """Record how the run ended (``status`` in :data:`apts.rundir.STATUSES`, a one-line
+        ``reason`` unless it completed) and close the outputs. Never raises."""
         if not self.enabled:
             return
-        summary = {"status": "completed", **final}
-        _atomic_write(self.dir / SUMMARY, lambda p: p.write_text(json.dumps(summary, indent=1)))
-        self.writer.close()
-        log.info("done: %s", self.dir)
-        log.removeHandler(self._handler)
-        self._handler.close()
+        try:
+            self._write_summary(status, **fields, **(final or {}))
+        except Exception as e:  # a full disk must not hide the run's own outcome
+            log.error("could not write %s: %s", self.dir / SUMMARY, e)
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            except Exception:
+                pass
+        reason = f": {fields['reason']}" if fields.get("reason") else ""
+        log.info("%s after epoch %d%s: %s", status, self.last_epoch, reason, self.dir)
+        if self._handler is not None:
+            log.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+    def error_log(self, text: str) -> None:
+        """Write the traceback of a failure to error.log (best effort)."""
+        if self.enabled:
+            try:
+                atomic_write(self.dir / ERROR_LOG, lambda p: p.write_text(text))
+            except Exception:
+                pass

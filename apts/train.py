@@ -1,32 +1,44 @@
-"""The training loop: epochs, evaluation, checkpoints. Optimizer-agnostic.
+"""The training loop: epochs, evaluation, checkpoints, resume, divergence. Optimizer-agnostic.
 
-Two kinds of optimizer are driven here:
+Three kinds of optimizer are driven here:
 
 - ``sgd``/``adam``: data-parallel baselines under ``DistributedDataParallel``; the
   global mini-batch of ``batch_size`` is split across the ranks (no overlap) and
   DDP averages the gradients (one all-reduce per bucket, counted by a comm hook).
+- ``local_sgd``/``local_adam``: each rank steps on its shard; the optimizer averages
+  the parameters itself every H steps and at the end of every epoch (``synchronize``).
 - ``tr``/``apts``: closure optimizers that do their own (counted) collectives; each
   rank's closure computes the loss of its shard of the mini-batch (with APTS's
   overlap), zeroes the gradients and calls backward.
 
 Every rank derives the same shuffled order from the seed: data is never sent.
 Only rank 0 evaluates and writes (see :mod:`apts.logs`).
+
+Divergence: a training loss that is not finite, or above ``max_loss``, stops the run
+at the end of its epoch (all ranks learn it from the epoch's statistics reduction, so
+they stop together) with :class:`Diverged`, naming the first such step. APTS and TR
+never move to a non-finite trial point (a rejection), so for them it means the loss at
+the kept point itself went bad.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import time
+import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
+from apts.checkpoint import gather_checkpoint, restore, save_checkpoint
 from apts.comm import Comm
 from apts.data import Dataset, augment, epoch_permutation, minibatches, shard, to_float
+from apts.lifecycle import Interrupted, received_signal
 from apts.logs import RunLogger
 from apts.models import build_model, count_parameters
 
@@ -120,20 +132,42 @@ class EpochStats:
         return out
 
 
-def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: int = 1) -> dict:
-    """Train on this rank; returns the last epoch's metrics (rank 0) or {}."""
-    torch.set_num_threads(_threads_per_rank(world_size))
+class Diverged(Exception):
+    """The training loss went non-finite or above ``max_loss``; every rank raises it at
+    the same epoch end. ``step`` is the first such step of the epoch (1-based) on any rank."""
+
+    def __init__(self, epoch: int, step: int, max_loss: float | None):
+        limit = "" if max_loss is None else f" or above max_loss={max_loss:g}"
+        super().__init__(f"training loss not finite{limit} at epoch {epoch}, step {step}")
+        self.epoch = epoch
+        self.step = step
+
+
+@dataclass
+class Setup:
+    """One rank's model, optimizer and collectives."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model, or its DDP wrapper (SGD/Adam baselines)
+    opt: torch.optim.Optimizer
+    comm: Comm
+    device: torch.device
+    closure_style: bool
+    overlap: float
+
+
+def build(cfg: dict, ds: Dataset) -> Setup:
+    """Model (seeded: identical on every rank, no broadcast), DDP when the optimizer does
+    not communicate itself, and the optimizer."""
     device = torch.device("cpu")
     if cfg["device"] in ("cuda", "auto") and torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
     comm = Comm()
-    seed = cfg["seed"]
-    torch.manual_seed(seed)  # identical initial weights on every rank, no broadcast needed
+    torch.manual_seed(cfg["seed"])
     model = build_model(cfg["model"]["name"], ds.shape, ds.num_classes).to(device)
-    opt_name = cfg["optimizer"]["name"]
-    closure_style = opt_name in CLOSURE_OPTIMIZERS
+    factory = optimizer_factory(cfg["optimizer"])
     net = model
-    if not communicates_itself(optimizer_factory(cfg["optimizer"])) and comm.world_size > 1:
+    if not communicates_itself(factory) and comm.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # Identical seeded init: skip DDP's start-up broadcast; no per-forward buffer
@@ -146,90 +180,179 @@ def train(cfg: dict, run_dir: str, ds: Dataset, *, rank: int = 0, world_size: in
         )
         net.register_comm_hook(comm, Comm.ddp_hook)
     opt = build_optimizer(cfg["optimizer"], model, comm)
-    overlap = cfg["overlap"] if opt_name == "apts" else 0.0
+    name = cfg["optimizer"]["name"]
+    overlap = cfg["overlap"] if name == "apts" else 0.0
+    return Setup(model, net, opt, comm, device, name in CLOSURE_OPTIMIZERS, overlap)
 
-    logger = RunLogger(run_dir, enabled=rank == 0, progress=cfg.get("progress", True))
-    logger.start(OmegaConf.create(cfg), n_params=count_parameters(model), world_size=world_size)
+
+@dataclass
+class EpochResult:
+    """One rank's sums over an epoch (tensors stay on the device: no per-step sync)."""
+
+    loss_sum: torch.Tensor
+    samples: int = 0  # forward+backward passes over samples on this rank
+    fwd_bwd_s: float = 0.0  # time in forward+backward (CPU clock; on CUDA it includes waits)
+    stats: EpochStats = field(default_factory=EpochStats)
+    first_bad: torch.Tensor | None = None  # first step with a bad loss, -1 if none
+
+
+def run_epoch(s: Setup, cfg: dict, ds: Dataset, epoch: int, batches: list, bar) -> EpochResult:
+    """Train one epoch on this rank's shards of ``batches``."""
+    rank, world = s.comm.rank, s.comm.world_size
+    dev = s.device
     aug_gen = torch.Generator(device="cpu")
-    n_train = len(ds.train_y)
+    aug_gen.manual_seed(cfg["seed"] * 1_000_003 + epoch * 7919 + rank)
+    max_loss = cfg.get("max_loss")
+    limit = torch.tensor(math.inf if max_loss is None else float(max_loss), device=dev)
+    res = EpochResult(torch.zeros((), dtype=torch.float64, device=dev))
+    res.first_bad = torch.full((), -1, dtype=torch.int64, device=dev)
+    s.model.train()
+    for step, idx in enumerate(batches, start=1):
+        sidx = shard(idx, rank, world, s.overlap)
+        x = to_float(ds.train_x[sidx], ds.mean, ds.std, dev)
+        y = ds.train_y[sidx].to(dev, non_blocking=True)
+        if cfg["dataset"].get("augment"):
+            x = augment(x, aug_gen)
+        if s.closure_style:
+            counter = [0, 0.0]
+            loss = s.opt.step(_make_closure(s.model, s.opt, x, y, counter))
+            res.samples += counter[0]
+            res.fwd_bwd_s += counter[1]
+            res.stats.add(getattr(s.opt, "last_info", None))
+        else:
+            s.opt.zero_grad(set_to_none=True)
+            t1 = time.perf_counter()
+            loss = F.cross_entropy(s.net(x), y)
+            loss.backward()
+            res.fwd_bwd_s += time.perf_counter() - t1
+            s.opt.step()
+            res.samples += len(sidx)
+        loss = torch.as_tensor(loss, dtype=torch.float64, device=dev).detach()
+        res.loss_sum += loss
+        bad = ~(torch.isfinite(loss) & (loss <= limit)) & (res.first_bad < 0)
+        res.first_bad = torch.where(bad, step, res.first_bad)
+        bar.update(loss)
+    bar.close()
+    sync = getattr(s.opt, "synchronize", None)  # local SGD/Adam: evaluate the average
+    if sync is not None:
+        sync()
+    return res
+
+
+def reduce_epoch(s: Setup, res: EpochResult, cfg: dict, epoch: int, n_batches: int) -> tuple:
+    """Mean training loss and passes per sample over all ranks: one ``metrics`` all-reduce
+    (a second one only when some rank saw a bad loss, to find the first step)."""
+    dev = s.device
+    buf = torch.stack(
+        [
+            res.loss_sum,
+            torch.tensor(float(res.samples), dtype=torch.float64, device=dev),
+            (res.first_bad >= 0).to(torch.float64),
+        ]
+    )
+    s.comm.all_reduce(buf, op="sum", kind="metrics")
+    loss_sum, samples, n_bad = buf.tolist()
+    if n_bad > 0:
+        first = torch.where(res.first_bad >= 0, -res.first_bad, -(1 << 62)).to(torch.float64)
+        s.comm.all_reduce(first.reshape(1), op="max", kind="metrics")
+        raise Diverged(epoch, int(-first.item()), cfg.get("max_loss"))
+    return loss_sum / (s.comm.world_size * max(1, n_batches)), samples
+
+
+def train(
+    cfg: dict,
+    run_dir: str,
+    ds: Dataset,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    resume: dict | None = None,
+) -> dict:
+    """Train on this rank (from ``resume``, a checkpoint, if given); returns the last
+    epoch's metrics on rank 0, {} elsewhere. Rank 0 records how the run ended in
+    summary.json whatever happens: completed, diverged (:class:`Diverged`), interrupted
+    (:class:`~apts.lifecycle.Interrupted`) or failed (any other exception, re-raised)."""
+    torch.set_num_threads(_threads_per_rank(world_size))
+    s = build(cfg, ds)
+    start = 0
+    if resume is not None:
+        restore(resume, rank=rank, model=s.model, opt=s.opt, comm=s.comm)
+        start = resume["epoch"]
+    logger = RunLogger(run_dir, enabled=rank == 0, progress=cfg.get("progress", True))
+    logger.start(
+        cfg,
+        resume_epoch=start,
+        n_params=count_parameters(s.model),
+        data=getattr(ds, "source", []),
+    )
+    try:
+        final = _epochs(s, cfg, ds, logger, run_dir, start, resume)
+    except Diverged as e:
+        logger.finish("diverged", reason=str(e), step=e.step)
+        raise
+    except BaseException as e:
+        sig = received_signal()
+        if sig is not None or isinstance(e, Interrupted):
+            why = f"stopped by {signal.Signals(sig or e.signum).name}"
+            logger.finish("interrupted", reason=why)
+        else:
+            logger.error_log(traceback.format_exc())
+            logger.finish("failed", reason=one_line(e))
+        raise
+    logger.finish("completed", final)
+    return final
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) -> dict:
+    comm, rank = s.comm, s.comm.rank
+    elapsed0 = resume["elapsed_s"] if resume is not None else 0.0
     t_start = time.perf_counter()
     final: dict[str, Any] = {}
-    for epoch in range(1, cfg["epochs"] + 1):
+    for epoch in range(start + 1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
         calls0, bytes0 = comm.total_calls(), comm.total_bytes()
         comm_s0 = comm.seconds["optimizer"]
-        perm = epoch_permutation(n_train, seed, epoch)
-        batches = [b for b in minibatches(perm, cfg["batch_size"]) if len(b) >= world_size]
-        aug_gen.manual_seed(seed * 1_000_003 + epoch * 7919 + rank)
-        stats = EpochStats()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        samples = 0  # forward+backward passes over samples on this rank
-        fwd_bwd_s = 0.0  # time in forward+backward (CPU clock; on CUDA it includes waits)
-        epoch_samples = sum(len(b) for b in batches)
-        model.train()
+        perm = epoch_permutation(len(ds.train_y), cfg["seed"], epoch)
+        batches = [b for b in minibatches(perm, cfg["batch_size"]) if len(b) >= comm.world_size]
         bar = logger.progress(len(batches), f"epoch {epoch}/{cfg['epochs']}")
-        for idx in batches:
-            sidx = shard(idx, rank, world_size, overlap)
-            x = to_float(ds.train_x[sidx], ds.mean, ds.std, device)
-            y = ds.train_y[sidx].to(device, non_blocking=True)
-            if cfg["dataset"].get("augment"):
-                x = augment(x, aug_gen)
-            if closure_style:
-                counter = [0, 0.0]
-                closure = _make_closure(model, opt, x, y, counter)
-                loss = opt.step(closure)
-                samples += counter[0]
-                fwd_bwd_s += counter[1]
-                stats.add(getattr(opt, "last_info", None))
-            else:
-                opt.zero_grad(set_to_none=True)
-                t1 = time.perf_counter()
-                loss = F.cross_entropy(net(x), y)
-                loss.backward()
-                fwd_bwd_s += time.perf_counter() - t1
-                opt.step()
-                samples += len(sidx)
-            loss_sum += torch.as_tensor(loss, dtype=torch.float64, device=device).detach()
-            bar.update(loss)
-        bar.close()
-        sync = getattr(opt, "synchronize", None)
-        if sync is not None:
-            sync()
+        res = run_epoch(s, cfg, ds, epoch, batches, bar)
         train_s = time.perf_counter() - t0
-        # one reduction of the epoch's statistics (counted as "metrics", not optimizer traffic)
-        buf = torch.stack(
-            [loss_sum, torch.tensor(float(samples), dtype=torch.float64, device=device)]
-        )
-        comm.all_reduce(buf, op="sum", kind="metrics")
-        train_loss = buf[0].item() / (world_size * max(1, len(batches)))
-        grad_evals = buf[1].item() / max(1, epoch_samples)
-        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+        train_loss, samples = reduce_epoch(s, res, cfg, epoch, len(batches))
+        elapsed = elapsed0 + time.perf_counter() - t_start
         if rank == 0:
-            val_loss, val_acc = evaluate(model, ds, device, cfg["eval_batch_size"])
-            metrics.update(
-                val_loss=val_loss,
-                val_acc=val_acc,
-                comm_calls=comm.total_calls() - calls0,
-                comm_bytes=comm.total_bytes() - bytes0,
-                comm_calls_total=comm.total_calls(),
-                comm_bytes_total=comm.total_bytes(),
-                grad_evals=grad_evals,
-                steps=len(batches),
-                wall_s=train_s,
-                fwd_bwd_s=fwd_bwd_s,
+            val_loss, val_acc = evaluate(s.model, ds, s.device, cfg["eval_batch_size"])
+            final = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "comm_calls": comm.total_calls() - calls0,
+                "comm_bytes": comm.total_bytes() - bytes0,
+                "comm_calls_total": comm.total_calls(),
+                "comm_bytes_total": comm.total_bytes(),
+                "grad_evals": samples / max(1, sum(len(b) for b in batches)),
+                "steps": len(batches),
+                "wall_s": train_s,
+                "fwd_bwd_s": res.fwd_bwd_s,
                 # blocking optimizer collectives (DDP's overlap with backward: not timed)
-                comm_s=comm.seconds["optimizer"] - comm_s0,
-                elapsed_s=time.perf_counter() - t_start,
-            )
+                "comm_s": comm.seconds["optimizer"] - comm_s0,
+                "elapsed_s": elapsed,
+            }
             # optimizer extras (radius, accepted/rejected, ...); the loop's own keys win
-            metrics.update({k: v for k, v in stats.summary().items() if k not in metrics})
-            logger.log_epoch(metrics, comm.snapshot())
-            if cfg.get("checkpoint", True):
-                logger.checkpoint(
-                    {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict()}
-                )
-            final = metrics
-    logger.finish(final)
+            final.update({k: v for k, v in res.stats.summary().items() if k not in final})
+            logger.log_epoch(final, comm.snapshot())
+        if cfg.get("checkpoint", True):
+            ckpt = gather_checkpoint(
+                comm, epoch=epoch, cfg=cfg, model=s.model, opt=s.opt, elapsed_s=elapsed
+            )
+            if ckpt is not None:
+                save_checkpoint(run_dir, ckpt)
     return final
 
 

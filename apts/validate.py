@@ -7,9 +7,33 @@ wrong and how to fix it; the CLI prints it and exits with status 2.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+# configs/ sits beside the package in a source checkout (editable install) and
+# inside it as apts/configs in a wheel.
+_HERE = Path(__file__).resolve().parent
+CONFIG_DIR = next(
+    (p for p in (_HERE.parent / "configs", _HERE / "configs") if (p / "train.yaml").is_file()),
+    _HERE / "configs",
+)
+GROUPS = ("dataset", "model", "optimizer", "launcher", "experiment")
+
+
+def _register_resolvers() -> None:
+    """``${apts_uid:}`` in run directory names (configs/train.yaml): random, and fixed
+    for the life of this process, so two runs started in the same second never meet."""
+    import secrets
+
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("apts_uid"):
+        OmegaConf.register_new_resolver("apts_uid", lambda: secrets.token_hex(3), use_cache=True)
+
+
+_register_resolvers()
 DEVICES = ("cpu", "cuda", "auto")
 OPTIMIZERS = ("sgd", "adam", "tr", "apts", "local_sgd", "local_adam")
 
@@ -52,15 +76,74 @@ def _choice(cfg: Mapping, key: str, choices: tuple[str, ...]) -> str:
     return v
 
 
-def validate(cfg: Mapping) -> None:
-    """Raise :class:`ConfigError` on the first invalid value of a composed config."""
+def _bool(cfg: Mapping, key: str) -> bool:
+    v = _get(cfg, key)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key}={v!r} must be true or false")
+    return v
+
+
+def _optional(cfg: Mapping, key: str, check, *args) -> Any:
+    """``check(cfg, key, *args)`` unless the value is null."""
+    return None if _get(cfg, key) is None else check(cfg, key, *args)
+
+
+def _text(cfg: Mapping, key: str) -> str:
+    v = _get(cfg, key)
+    if not isinstance(v, str) or not v:
+        raise ConfigError(f"{key}={v!r} must be a non-empty string")
+    return v
+
+
+# The largest seed torch.manual_seed takes without wrapping around.
+MAX_SEED = 2**63 - 1
+
+
+def local_rank_limit() -> int:
+    """How many ranks one machine may spawn: more processes than cores only wait on each
+    other (twice the cores, at least 8, so small machines still run the paper's N)."""
+    return max(8, 2 * (os.cpu_count() or 1))
+
+
+def validate(cfg: Mapping, choices: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`ConfigError` on the first invalid value of a composed config.
+
+    ``choices`` (Hydra's ``runtime.choices``: group -> chosen file) enables the check for
+    keys that no config file declares (``+foo=1``, ``+dataset.colour=red``).
+    """
+    if choices is not None:
+        check_known_keys(cfg, choices)
+    _validate_run(cfg)
+    _validate_dataset(cfg)
+    _validate_launcher(cfg)
+    opt = _choice(cfg, "optimizer.name", OPTIMIZERS)
+    overlap = _get(cfg, "overlap")
+    if opt != "apts" and overlap > 0:
+        raise ConfigError(f"overlap={overlap} is only used by optimizer=apts; set overlap=0")
+    check_optimizer(_get(cfg, "optimizer"))
+
+
+def _validate_run(cfg: Mapping) -> None:
     _int(cfg, "epochs")
-    _int(cfg, "seed", lo=0)
+    seed = _int(cfg, "seed", lo=0)
+    if seed > MAX_SEED:
+        raise ConfigError(f"seed={seed} is too large; use 0 <= seed <= {MAX_SEED}")
     batch = _int(cfg, "batch_size")
     n = _int(cfg, "subdomains")
     _int(cfg, "eval_batch_size")
     overlap = _num(cfg, "overlap", 0.0, 1.0, hi_open=True)
     device = _choice(cfg, "device", DEVICES)
+    for key in ("progress", "checkpoint"):
+        _bool(cfg, key)
+    _optional(cfg, "max_loss", _num, 0.0, math.inf, True)
+    _optional(cfg, "out_dir", _text)
+    _optional(cfg, "study", _text)
+    resume = _get(cfg, "resume")
+    if resume not in (None, "auto"):
+        raise ConfigError(
+            f"resume={resume!r}: resume a run directory on its own (`apts-train resume=DIR`, "
+            "with epochs=N at most), or use resume=auto in a sweep"
+        )
     if n > batch:
         raise ConfigError(
             f"subdomains={n} exceeds batch_size={batch}: every rank needs at least one sample "
@@ -74,23 +157,63 @@ def validate(cfg: Mapping) -> None:
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu")
 
-    ds = _get(cfg, "dataset")
-    if _get(cfg, "dataset.name") == "synthetic":
+
+def _validate_dataset(cfg: Mapping) -> None:
+    from apts.datasets import DATASETS
+
+    name = _choice(cfg, "dataset.name", DATASETS)
+    _bool(cfg, "dataset.download")
+    _bool(cfg, "dataset.augment")
+    if name == "synthetic":
         _int(cfg, "dataset.n_train")
         _int(cfg, "dataset.n_test")
         _int(cfg, "dataset.num_classes", lo=2)
         shape = _get(cfg, "dataset.shape")
-        if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise ConfigError(f"dataset.shape={list(shape)} must be three positive ints [C, H, W]")
-    if ds.get("data_dir") is not None and (
-        not isinstance(ds["data_dir"], str) or not ds["data_dir"]
-    ):
-        raise ConfigError("dataset.data_dir must be a directory path, or null for the default")
+        ok = isinstance(shape, Sequence) and not isinstance(shape, str) and len(shape) == 3
+        if not ok or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+            raise ConfigError(f"dataset.shape={shape!r} must be three positive ints [C, H, W]")
+    _optional(cfg, "dataset.data_dir", _text)
+    from apts.models import MODELS
 
-    opt = _choice(cfg, "optimizer.name", OPTIMIZERS)
-    if opt != "apts" and overlap > 0:
-        raise ConfigError(f"overlap={overlap} is only used by optimizer=apts; set overlap=0")
-    check_optimizer(_get(cfg, "optimizer"))
+    _choice(cfg, "model.name", MODELS)
+
+
+def _validate_launcher(cfg: Mapping) -> None:
+    _num(cfg, "launcher.timeout_s", 0.0, math.inf, True)
+    _num(cfg, "launcher.heartbeat_s", 1.0, math.inf)
+    _optional(cfg, "launcher.master_addr", _text)
+    n = _get(cfg, "subdomains")
+    from apts.launch import torchrun_env
+
+    if torchrun_env() is None and n > local_rank_limit():
+        raise ConfigError(
+            f"subdomains={n} would start {n} processes on this machine "
+            f"({os.cpu_count()} cores); use at most {local_rank_limit()}, or torchrun/SLURM "
+            "to spread the ranks over machines"
+        )
+
+
+def check_known_keys(cfg: Mapping, choices: Mapping[str, Any]) -> None:
+    """Every key must be declared by train.yaml or the chosen group file (or be an
+    optimizer's constructor argument, checked by :func:`check_optimizer`)."""
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(CONFIG_DIR / "train.yaml")
+    top = {k for k in base if k not in ("defaults", "hydra")} | set(GROUPS)
+    for key in cfg:
+        if key not in top and key != "hydra":
+            raise ConfigError(f"unknown config key '{key}'; see `apts-train --cfg job`")
+    for group in ("dataset", "model", "launcher"):
+        choice = choices.get(group)
+        if choice is None:
+            continue
+        declared = set(OmegaConf.load(CONFIG_DIR / group / f"{choice}.yaml"))
+        for key in _get(cfg, group):
+            if key not in declared:
+                raise ConfigError(
+                    f"unknown config key '{group}.{key}'; {group}={choice} has: "
+                    f"{', '.join(sorted(declared))}"
+                )
 
 
 def check_optimizer(ocfg: Mapping) -> None:

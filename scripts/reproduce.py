@@ -3,15 +3,23 @@
 Profiles:
 
 - ``full``: the paper's presets (configs/experiment/paper_*): MNIST and CIFAR-10,
-  APTS at N = 2, 4, 6 and the Adam/SGD learning-rate grids at |B| = 10000 and 128,
-  100 epochs, 3 seeds. Hours on a CPU; the data must be on disk or downloadable.
-- ``quick``: the CPU profile (configs/experiment/quick_*): Fashion-MNIST, fcnn,
-  APTS at N = 2 and 4, the baselines' grids, 20 epochs, one seed (~15 min, 2 cores).
+  APTS at N = 2, 4, 6, the Adam/SGD learning-rate grids at |B| = 10000 and 128, and
+  Local Adam/SGD at APTS's number of collectives and a quarter of it; 100 epochs,
+  3 seeds. Hours on a CPU; the data must be on disk or downloadable.
+- ``quick``: the CPU profile (configs/experiment/quick_*): Fashion-MNIST, fcnn, 20
+  epochs, one seed.
 
-Each preset is one Hydra multirun (``apts-train -m experiment=...``) into
+Each preset is one Hydra multirun (``apts-train -m experiment=... resume=auto``) into
 ``outputs/reproduce/<profile>/<preset>/``; then ``apts-report`` writes
-``outputs/reproduce/<profile>/report/report.md`` and its plots. Presets whose
-directory already holds completed runs are not run again (``--force`` re-runs).
+``outputs/reproduce/<profile>/report/report.md`` and its plots. The whole thing is
+meant to run unattended and to be run again:
+
+- a failed job does not stop its sweep, nor a failed preset the others; the report lists
+  failed and missing runs and the command ends with one line naming them (exit 1);
+- running it again skips finished jobs and resumes interrupted ones from their last
+  checkpoint, job by job (``--force`` moves old results aside and starts afresh);
+- SIGTERM/SIGINT (SLURM pre-emption) stops the running job cleanly and the whole
+  command with 143/130: run it again to continue.
 """
 
 from __future__ import annotations
@@ -56,41 +64,59 @@ def check_data(datasets: list[str], data_dir: str | None) -> None:
             raise SystemExit(2) from None
 
 
-def completed(sweep_dir: Path) -> bool:
-    return sweep_dir.is_dir() and any(sweep_dir.glob("*/summary.json"))
+def run_preset(preset: str, sweep: Path, extra: list[str]) -> int:
+    """One preset's sweep; its exit code (jobs that fail are recorded in their folders)."""
+    cmd = [sys.executable, "-m", "apts.cli", "-m", f"experiment={preset}"]
+    cmd += [f"hydra.sweep.dir={sweep}", "resume=auto", *extra]
+    t0 = time.perf_counter()
+    print(f"reproduce: {preset} -> {sweep}", flush=True)
+    code = subprocess.run(cmd).returncode
+    how = "done" if code == 0 else f"ended with exit code {code}"
+    print(f"reproduce: {preset} {how} in {time.perf_counter() - t0:.0f}s", flush=True)
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ap.add_argument("--presets", nargs="+", help="run these presets instead of the profile's")
     ap.add_argument("--out", default="outputs/reproduce")
     ap.add_argument("--data-dir", default=None, help="dataset.data_dir for every run")
-    ap.add_argument("--force", action="store_true", help="re-run presets that have results")
+    ap.add_argument("--force", action="store_true", help="move old results aside, start afresh")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args(argv)
 
     profile = PROFILES[args.profile]
-    check_data(profile["datasets"], args.data_dir)
+    if not args.presets:
+        check_data(profile["datasets"], args.data_dir)
     root = Path(args.out) / args.profile
-    train = [sys.executable, "-m", "apts.cli"]
     extra = list(args.overrides)
     if args.data_dir:
         extra.append(f"dataset.data_dir={args.data_dir}")
-    sweeps = []
-    for preset in profile["presets"]:
+    sweeps, failed = [], []
+    for preset in args.presets or profile["presets"]:
         sweep = root / preset
         sweeps.append(sweep)
-        if completed(sweep) and not args.force:
-            print(f"reproduce: {preset}: results exist in {sweep}, skipped (--force re-runs)")
-            continue
-        t0 = time.perf_counter()
-        print(f"reproduce: {preset} -> {sweep}", flush=True)
-        cmd = [*train, "-m", f"experiment={preset}", f"hydra.sweep.dir={sweep}", *extra]
-        if subprocess.run(cmd).returncode != 0:
-            raise SystemExit(f"reproduce: {preset} failed (command: {' '.join(cmd)})")
-        print(f"reproduce: {preset} done in {time.perf_counter() - t0:.0f}s", flush=True)
+        if args.force and sweep.exists():
+            aside = sweep.with_name(f"{sweep.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            sweep.rename(aside)
+            print(f"reproduce: {preset}: old results moved to {aside}")
+        code = run_preset(preset, sweep, extra)
+        if code in (130, 143):  # interrupted: stop here, a re-run continues
+            print("reproduce: stopped; run the same command again to continue", file=sys.stderr)
+            raise SystemExit(code)
+        if code != 0:
+            failed.append(preset)
     report = [sys.executable, "-m", "apts.report", *map(str, sweeps), "--out", str(root / "report")]
-    raise SystemExit(subprocess.run(report).returncode)
+    code = subprocess.run(report).returncode
+    if failed:
+        print(
+            f"reproduce: error: jobs of {', '.join(failed)} did not complete (listed in "
+            f"{root / 'report' / 'report.md'}); run the same command again to retry them",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from apts.cli import CONFIG_DIR, GROUPS, check_group_overrides, group_choices
-from apts.validate import ConfigError, validate
+from apts.precheck import check_group_overrides, group_choices
+from apts.validate import CONFIG_DIR, GROUPS, ConfigError, validate
 
 
 def _compose(*overrides: str):

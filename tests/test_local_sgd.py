@@ -326,7 +326,8 @@ def test_runner_averages_every_h_steps_and_at_each_epoch_end(tmp_path):
         assert r["steps"] == math.ceil(1200 / 128) and r["steps"] % h != 0
         assert r["comm_calls"] == averages(r["steps"], h)  # no DDP: only the averages
         assert r["comm_bytes"] == r["comm_calls"] * FCNN_PARAMS * 4
-        assert r["comm_by_kind"]["calls"].keys() == {"optimizer", "metrics"}
+        assert r["comm_by_kind"]["calls"].keys() == {"optimizer", "metrics", "checkpoint"}
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
-    assert ckpt["optimizer"]["local_steps"] == 0  # saved after the epoch-end average
+    for rank in ckpt["ranks"]:  # saved after the epoch-end average
+        assert rank["optimizer"]["local_steps"] == 0

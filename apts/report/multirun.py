@@ -5,10 +5,11 @@ launches the first job. The basic sweeper's grid is the cartesian product of
 ``hydra.sweeper.params`` (key -> ``"a,b,c"``) and the command-line overrides
 ``hydra.overrides.task`` (``key=value``; a value with top-level commas is a sweep; a
 command-line key replaces the same key of ``params`` in place). Job ``i`` of that product
-runs in ``<sweep dir>/<hydra.sweep.subdir>`` (by default ``<i>_<overrides>``) and Hydra
-saves its overrides in ``.hydra/overrides.yaml`` there: that is how a job is matched to
-its directory. Sweeps over ``range()``, ``choice()``, ``glob()`` or intervals are not
-expanded here: their planned count is reported as unknown.
+runs in ``<sweep dir>/<hydra.sweep.subdir>`` (by default ``<i>_<overrides>``) and
+apts-train saves its overrides in ``overrides.yaml`` there (Hydra's own
+``.hydra/overrides.yaml`` in older runs): that is how a job is matched to its directory.
+Sweeps over ``range()``, ``choice()``, ``glob()`` or intervals are not expanded here:
+their planned count is reported as unknown.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 MULTIRUN = "multirun.yaml"
-JOB_OVERRIDES = Path(".hydra") / "overrides.yaml"
+JOB_OVERRIDES = (Path("overrides.yaml"), Path(".hydra") / "overrides.yaml")
 
 
 @dataclass
@@ -122,8 +123,8 @@ def _find_job_dirs(sweep: Multirun, numbered: bool) -> None:
     from omegaconf import OmegaConf
 
     for d in sorted(p for p in sweep.path.iterdir() if p.is_dir() and p.name[:1] != "."):
-        saved = d / JOB_OVERRIDES
-        if saved.is_file():
+        saved = next((d / f for f in JOB_OVERRIDES if (d / f).is_file()), None)
+        if saved is not None:
             try:
                 overrides = OmegaConf.to_container(OmegaConf.load(saved))
                 if isinstance(overrides, list):

@@ -1,0 +1,170 @@
+"""Check a command line before any job runs, so bad input costs one line and nothing else.
+
+Hydra's own errors (a malformed override, a key that does not exist, an interpolation
+that does not resolve) arrive as multi-line reports after it has set up a run; here the
+same composition is done first, for every job of a sweep (the grid expanded as Hydra's
+basic sweeper expands it, presets' ``hydra.sweeper.params`` included), and each job's
+config goes through :func:`apts.validate.validate`. Any failure is a one-line
+:class:`~apts.validate.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from apts.validate import GROUPS, ConfigError, validate
+
+_MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def group_choices(group: str, config_dir: Path | None = None) -> list[str]:
+    """The files of a config group (``optimizer`` -> adam, apts, ...)."""
+    from apts.validate import CONFIG_DIR
+
+    return sorted(p.stem for p in ((config_dir or CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def check_group_overrides(argv: list[str], config_dir: Path | None = None) -> None:
+    """Reject unknown choices of a config group (``optimizer=adamw``) in one line that
+    lists the valid ones."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in GROUPS or value in ("", "null"):
+            continue
+        if "(" in value:  # choice(sgd,adam) and friends: left to Hydra
+            continue
+        valid = group_choices(key, config_dir)
+        for choice in value.split(","):
+            if choice not in valid:
+                raise ConfigError(f"unknown {key} '{choice}'; choose one of: {', '.join(valid)}")
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    text = "; ".join(lines[:2]) if lines else type(e).__name__
+    return " ".join(text.split())
+
+
+def _compose_error(e: BaseException) -> ConfigError:
+    msg = _one_line(e)
+    if msg.startswith("Could not override"):
+        key = msg.split("'")[1] if "'" in msg else "?"
+        return ConfigError(
+            f"unknown config key '{key}'; check its spelling (`apts-train --cfg job` shows "
+            "every key)"
+        )
+    return ConfigError(f"bad command line: {msg}")
+
+
+def _parse(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise ConfigError(f"cannot parse the command line: {_one_line(e)}") from None
+
+
+def _first_values(parsed) -> list[str]:
+    """The overrides with every sweep replaced by its first value."""
+    out = []
+    for o in parsed:
+        if o.is_sweep_override() and o.is_discrete_sweep():
+            out.append(f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}")
+        elif o.is_sweep_override():
+            raise ConfigError(f"'{o.input_line}': only comma-separated sweeps are supported")
+        else:
+            out.append(o.input_line)
+    return out
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose
+
+    try:
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    except Exception as e:
+        raise _compose_error(e) from None
+
+
+def jobs_of(argv_overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job the command line asks for (inside a Hydra
+    ``initialize_config_dir`` context)."""
+    for arg in argv_overrides:
+        if not arg.partition("=")[0].lstrip("+~"):
+            raise ConfigError(f"cannot parse the command line: '{arg}' has no key")
+    parsed = _parse(argv_overrides)
+    if not multirun:
+        sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+        if sweeps:
+            raise ConfigError(f"'{sweeps[0]}' is a sweep: add -m to run one job per value")
+        return [argv_overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.errors import HydraException
+
+    base = _compose(_first_values(parsed))
+    params = OmegaConf.select(base, "hydra.sweeper.params") or {}
+    conf = [f"{k}={v}" for k, v in params.items()] + list(argv_overrides)
+    try:
+        return BasicSweeper.split_arguments(_parse(conf), None)[0]
+    except HydraException as e:
+        raise ConfigError(f"cannot expand the sweep: {_one_line(e)}") from None
+
+
+def check_writable(path: Path) -> None:
+    """``path`` can be created as a directory: its nearest existing ancestor is a
+    writable directory (a file in the way or a read-only filesystem fail here)."""
+    p = path.absolute()
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"run directory {p} is a file; choose another directory")
+    anc = p
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"cannot create run directory {p}: {anc} is a file, not a directory")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot create run directory {p}: {anc} is not writable (read-only filesystem or "
+            "permissions); choose another directory"
+        )
+
+
+def check_job(cfg: DictConfig, multirun: bool) -> dict[str, Any]:
+    """Resolve and validate one composed job; check where it will write."""
+    from omegaconf import open_dict
+
+    try:
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        where = str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+        with open_dict(cfg):
+            cfg.pop("hydra")
+        job = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:
+        raise ConfigError(f"bad config value: {_one_line(e)}") from None
+    validate(job, choices)
+    check_writable(Path(job.get("out_dir") or str(where)))
+    return job
+
+
+def precheck(argv: list[str], config_dir: Path) -> int:
+    """Check every job of the command line ``argv``; returns the number of jobs.
+    Hydra's own modes (``--help``, ``--cfg``, ...) are left to Hydra."""
+    flags = [a for a in argv if a.startswith("-")]
+    if any(f not in _MULTIRUN_FLAGS for f in flags):
+        return 0
+    from hydra import initialize_config_dir
+
+    multirun = bool(flags)
+    overrides = [a for a in argv if not a.startswith("-")]
+    check_group_overrides(overrides, config_dir)
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        jobs = jobs_of(overrides, multirun)
+        for job in jobs:
+            check_job(_compose(job), multirun)
+    return len(jobs)

@@ -1,0 +1,348 @@
+"""A run directory: claiming it, reading what it holds, and writing its records safely.
+
+A run owns its directory for its whole life through an exclusive ``flock`` on
+``<dir>/.lock``; the kernel drops the lock when the process dies, so a crashed run never
+leaves a stale claim behind. A directory that already holds a run's results is never
+written into again, except to resume that run.
+
+``summary.json`` records how a run ended: ``status`` is ``running`` while it trains, then
+one of :data:`STATUSES`, with ``epoch`` (the last complete epoch) and, when it did not
+complete, a one-line ``reason``. Every JSON file written here is strict JSON: a non-finite
+number is written as ``null``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.pt"
+ERROR_LOG = "error.log"
+LOCK = ".lock"
+OVERRIDES = "overrides.yaml"
+
+# How a run ended. "completed" and "diverged" are final: resuming cannot change them.
+STATUSES = ("completed", "failed", "interrupted", "diverged")
+FINAL = ("completed", "diverged")
+# Files that make a directory "hold a run" (Hydra's own .hydra/ and an empty tb/ do not).
+RESULT_FILES = (METRICS, SUMMARY, CHECKPOINT)
+
+
+class RunDirError(Exception):
+    """A run directory problem a person must fix; the message is one line."""
+
+
+def fs_error(path: Path | str, err: OSError, doing: str = "write") -> RunDirError:
+    """One line for a filesystem error: what could not be done where, and why."""
+    why = os.strerror(err.errno) if err.errno else str(err)
+    hint = {
+        errno.ENOSPC: "; free some space or choose another directory",
+        errno.EROFS: "; the filesystem is read-only: choose another directory",
+        errno.EACCES: "; choose a directory you can write to",
+        errno.ENOTDIR: "; a part of the path is a file, not a directory",
+        errno.EEXIST: "; a file of that name is in the way",
+    }.get(err.errno or 0, "")
+    return RunDirError(f"cannot {doing} {path}: {why}{hint}")
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (recursively)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def strict_dumps(obj: Any, **kwargs: Any) -> str:
+    """JSON text that any strict parser accepts: NaN and infinities become null."""
+    return json.dumps(finite_or_none(obj), allow_nan=False, **kwargs)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def strict_loads(text: str) -> Any:
+    """Parse strict JSON (NaN/Infinity are errors, as in every other JSON reader)."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through a temporary sibling and an atomic rename.
+
+    Whatever happens (a full disk, a signal), the old file stays intact and the temporary
+    one is removed. Filesystem errors become a one-line :class:`RunDirError`.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise fs_error(path, e) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(strict_dumps(obj, indent=1) + "\n"))
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's summary.json, or None when it is missing or unreadable."""
+    try:
+        return strict_loads((Path(run_dir) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def metrics_epochs(run_dir: Path) -> list[int]:
+    """Epoch numbers of the complete lines of metrics.jsonl (a torn last line is ignored)."""
+    try:
+        text = (Path(run_dir) / METRICS).read_text()
+    except OSError:
+        return []
+    epochs = []
+    for line in text.splitlines():
+        try:
+            epochs.append(int(strict_loads(line)["epoch"]))
+        except (ValueError, KeyError, TypeError):
+            break
+    return epochs
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class DirState:
+    """What a run directory holds: ``status`` from summary.json (None without one),
+    ``epoch`` the last epoch in metrics.jsonl, ``checkpoint`` whether one is saved."""
+
+    path: Path
+    status: str | None
+    epoch: int
+    checkpoint: bool
+    has_results: bool
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    def describe(self) -> str:
+        status = self.status or "no summary"
+        return f"{status}, {self.epoch} epoch{'s' if self.epoch != 1 else ''} logged"
+
+
+def inspect_dir(run_dir: Path | str) -> DirState:
+    path = Path(run_dir)
+    summary = read_summary(path) or {}
+    epochs = metrics_epochs(path)
+    has = any((path / f).exists() for f in RESULT_FILES)
+    return DirState(
+        path=path,
+        status=summary.get("status"),
+        epoch=epochs[-1] if epochs else 0,
+        checkpoint=(path / CHECKPOINT).is_file(),
+        has_results=has,
+    )
+
+
+# ---------------------------------------------------------------------------- lock
+
+
+class RunLock:
+    """Exclusive claim of a run directory for this process's life (``flock``).
+
+    ``acquire()`` creates the directory if needed; a second claimant gets a one-line
+    :class:`RunDirError` naming the holder's pid. The lock file stays (it is tiny and
+    harmless); the lock itself goes with the process.
+    """
+
+    def __init__(self, run_dir: Path | str):
+        self.dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise fs_error(self.dir, e, "create the run directory") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunDirError(
+                f"run directory {self.dir} is in use by another run (pid {holder}); "
+                "wait for it, or choose another directory (hydra.run.dir=... or out_dir=...)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------------- plan
+
+# Keys that may differ between a run and its resumption: how it is watched and where it
+# runs, not what it computes.
+RESUMABLE_KEYS = ("epochs", "progress", "resume", "out_dir", "launcher")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with a run directory: ``fresh`` (start), ``resume`` (continue from its
+    checkpoint) or ``skip`` (it already ended; ``note`` says how)."""
+
+    action: str
+    note: str = ""
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (resumable keys aside)."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                key = f"{prefix}{k}"
+                if key.split(".")[0] not in RESUMABLE_KEYS:
+                    walk(a.get(k), b.get(k), key + ".")
+        elif a != b:
+            out.append(prefix.rstrip("."))
+
+    walk(saved, current, "")
+    return out
+
+
+def clear_results(run_dir: Path) -> None:
+    """Remove what a failed run without a checkpoint left, before starting it afresh."""
+    import shutil
+
+    for name in (*RESULT_FILES, ERROR_LOG, "train.log", OVERRIDES):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+
+
+def plan_run(run_dir: Path | str, cfg: dict[str, Any], saved_cfg: dict[str, Any] | None) -> Plan:
+    """Decide what to do with ``run_dir`` (the caller holds its :class:`RunLock`).
+
+    ``cfg["resume"]``: None — the directory must not hold a run; ``"auto"`` — skip a run
+    that ended (completed or diverged), resume one that stopped (from its checkpoint, if
+    it computes the same thing), start afresh one that stopped before any checkpoint;
+    a path — resume that run (``epochs`` may extend a completed one).
+    """
+    state = inspect_dir(run_dir)
+    mode = cfg.get("resume")
+    if mode is None:
+        if state.has_results:
+            raise RunDirError(
+                f"{state.path} already holds a run ({state.describe()}); continue it with "
+                f"`apts-train resume={state.path}`, or choose another directory"
+            )
+        return Plan("fresh")
+    if not state.has_results:
+        if mode != "auto":
+            raise RunDirError(f"nothing to resume in {state.path}: it holds no run")
+        return Plan("fresh")
+    if saved_cfg is not None and (diff := config_differences(saved_cfg, cfg)):
+        raise RunDirError(
+            f"{state.path} holds a different run ({', '.join(diff[:4])} differ); "
+            "choose another directory"
+        )
+    if state.status == "diverged":
+        if mode == "auto":
+            return Plan("skip", f"diverged after epoch {state.epoch}")
+        raise RunDirError(f"{state.path} diverged; resuming it would diverge again")
+    if state.status == "completed" and state.epoch >= cfg["epochs"]:
+        return Plan("skip", f"completed {state.epoch} epochs")
+    if not state.checkpoint:
+        if mode != "auto":
+            raise RunDirError(
+                f"{state.path} has no checkpoint.pt (checkpoint=false, or it stopped "
+                "before its first epoch ended); start it again instead"
+            )
+        clear_results(state.path)
+        return Plan("fresh")
+    return Plan("resume")
+
+
+def record_outcome(
+    run_dir: Path | str, status: str, reason: str, *, force: bool = False, **fields: Any
+) -> None:
+    """Write how the run ended when rank 0 could not (killed, hung, lost), over a missing
+    or still-``running`` summary; with ``force`` (the supervising launcher, who knows the
+    first cause) over whatever rank 0 concluded. What the summary held is kept."""
+    path = Path(run_dir)
+    old = read_summary(path)
+    if not force and old is not None and old.get("status") != "running":
+        return
+    epochs = metrics_epochs(path)
+    summary = {**(old or {}), "status": status, "epoch": epochs[-1] if epochs else 0}
+    summary.pop("pid", None)
+    summary.pop("host", None)
+    write_json(path / SUMMARY, {**summary, "reason": reason, **fields})
+
+
+def saved_config(run_dir: Path | str) -> dict[str, Any] | None:
+    """The resolved config a run saved (config.yaml), or None."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore[return-value]
+    except Exception as e:
+        raise RunDirError(f"cannot read {path}: {e}".splitlines()[0]) from None
+
+
+def claim(
+    run_dir: Path | str, cfg: dict[str, Any], overrides: list[str] | None = None
+) -> tuple[RunLock, Plan]:
+    """Lock ``run_dir`` for this run and decide what to do with it (:func:`plan_run`).
+    A new run also records the command-line ``overrides`` it was started with
+    (``overrides.yaml``: how apts-report matches a sweep's jobs to their directories)."""
+    lock = RunLock(run_dir).acquire()
+    try:
+        plan = plan_run(run_dir, cfg, saved_config(run_dir))
+        if plan.action == "fresh" and overrides is not None:
+            text = "".join(f"- {json.dumps(o)}\n" for o in overrides) or "[]\n"
+            atomic_write(Path(run_dir) / OVERRIDES, lambda p: p.write_text(text))
+        return lock, plan
+    except BaseException:
+        lock.release()
+        raise

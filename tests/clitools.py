@@ -1,0 +1,143 @@
+"""Running apts-train as a person does: a subprocess, its exit code, its stderr, its files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from apts.train import TIMING_KEYS
+
+SMALL = ["dataset=synthetic", "dataset.n_train=1200", "dataset.n_test=300", "progress=false"]
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run ``python -m apts.cli args`` to the end; the CompletedProcess (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "apts.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(env),
+    )
+
+
+def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``python -m apts.cli args`` in the background (stdout/stderr piped)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "apts.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(env),
+    )
+
+
+def strict_json(text: str):
+    """json.loads that rejects NaN/Infinity, as strict JSON parsers do."""
+
+    def reject(name: str):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [strict_json(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def read_summary(run_dir: Path) -> dict:
+    return strict_json((run_dir / "summary.json").read_text())
+
+
+def without_timings(rows: list[dict]) -> list[dict]:
+    """Rows without wall-clock figures, for run-to-run comparison. The bytes of the
+    checkpoint gathers go too: they are pickle sizes, which may differ by a few bytes
+    between a resumed and an uninterrupted run holding equal state."""
+    out = []
+    for r in rows:
+        r = {k: v for k, v in r.items() if k not in TIMING_KEYS}
+        if "comm_by_kind" in r:
+            kinds = {k: dict(v) for k, v in r["comm_by_kind"].items()}
+            kinds.get("bytes", {}).pop("checkpoint", None)
+            r["comm_by_kind"] = kinds
+        out.append(r)
+    return out
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The non-empty lines of stderr (progress bars and warnings included)."""
+    return [ln for ln in stderr.splitlines() if ln.strip()]
+
+
+def wait_for(predicate, proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
+    """Poll until ``predicate()``; fail if ``proc`` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"process ended early ({proc.returncode}):\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.1)
+
+
+def epochs_logged(run_dir: Path) -> int:
+    try:
+        return len((run_dir / "metrics.jsonl").read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def spawned_ranks(pid: int) -> list[int]:
+    """Children of ``pid`` started by torch.multiprocessing's spawn (the ranks)."""
+    ranks = []
+    for child in children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                ranks.append(child)
+        except OSError:
+            pass
+    return ranks
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Make sure a started process and its children are gone (test cleanup)."""
+    if proc.poll() is None:
+        for child in children(proc.pid):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.kill()
+    proc.communicate()
