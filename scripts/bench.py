@@ -24,9 +24,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from apts.cli import CONFIG_DIR
 from apts.launch import launch
-from apts.validate import validate
+from apts.rundir import Plan
+from apts.validate import CONFIG_DIR, validate
 
 
 def run_one(model: str, optimizer: str, n: int, n_train: int, batch: int) -> dict:
@@ -46,7 +46,7 @@ def run_one(model: str, optimizer: str, n: int, n_train: int, batch: int) -> dic
         cfg = compose(config_name="train", overrides=overrides)
     validate(cfg)
     with tempfile.TemporaryDirectory() as d:
-        result = launch(OmegaConf.to_container(cfg, resolve=True), d)
+        result = launch(OmegaConf.to_container(cfg, resolve=True), d, Plan("fresh"))
     if result.error:
         raise SystemExit(f"bench: {model}/{optimizer}/N={n} failed: {result.error}")
     m = result.final

@@ -16,17 +16,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from apts.launch import init_rank, rendezvous_file
+from apts.lifecycle import exit_rank
 
 
 def _entry(rank: int, n: int, rdzv: str, out_dir: str, fn, args) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
     init_rank("gloo", rdzv, rank, n, timeout_s=120)
-    try:
-        result = fn(rank, n, *args)
-        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    result = fn(rank, n, *args)  # an exception reaches spawn, which reports its traceback
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+    exit_rank(0)  # as the runner's ranks do: no interpreter teardown under live gloo threads
 
 
 def run_ranks(fn, n: int, *args) -> list:
