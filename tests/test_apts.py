@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from dist_harness import gather, run_ranks
+from state_helpers import assert_plain, dcp_round_trip, transport
 
 from apts.comm import Comm
 from apts.data import shard
@@ -67,7 +70,7 @@ def _local_gradient_at_start(model, opt, comm, closure):
 def _iterate(rank, n, iters, kw, overlap):
     model, x, y = make_problem()
     comm = Comm(record_sizes=True)
-    opt = APTS(model.parameters(), comm, **kw)
+    opt = APTS(model.parameters(), comm=comm, **kw)
     closure, _ = shard_closure(model, opt, x, y, rank, n, overlap)
     out = {"identical": [], "sizes": [], "losses": [], "ref_losses": [], "infos": []}
     out["local_grad"] = _local_gradient_at_start(model, opt, comm, closure)
@@ -121,13 +124,20 @@ def test_apts_iterations_on_n_ranks(n):
 
 
 # ---------------------------------------------------------------------------------------
-def _rejection(rank, n):
-    """Identical shards, first order: every local step is Δ/N along -g, so the sum has
-    norm Δ; the loss is non-finite beyond 0.75Δ, so the global test must reject."""
+def _rejection(rank, n, order, jump, update_rejected):
+    """Identical shards: every local step is Δ/N long (first order: along -g; second order
+    from an empty memory, B = γI: the same), so the sum has norm Δ. Beyond 0.75Δ the loss
+    is non-finite (jump = nan) or 10 higher (jump = 10): the global test must reject."""
     model, x, y = make_problem()
     radius = 0.1
     opt = APTS(
-        model.parameters(), Comm(), order="first", local_iters=1, global_iters=0, radius=radius
+        model.parameters(),
+        comm=Comm(),
+        order=order,
+        local_iters=1,
+        global_iters=0,
+        radius=radius,
+        update_rejected=update_rejected,
     )
     theta0 = flat_params(model.parameters())
 
@@ -136,24 +146,39 @@ def _rejection(rank, n):
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         far = torch.linalg.vector_norm(flat_params(model.parameters()) - theta0) > 0.75 * radius
-        return loss * float("nan") if far else loss
+        return loss + jump if far else loss
 
     opt.step(closure)
     theta1 = flat_params(model.parameters())
-    return torch.equal(theta1, theta0), dict(opt.last_info)
+    memory = len(opt.global_hess) if opt.global_hess is not None else None
+    return torch.equal(theta1, theta0), dict(opt.last_info), memory
 
 
-def test_rejected_iteration_leaves_parameters_bit_identical():
-    for same, info in run_ranks(_rejection, 2):
-        assert same
-        assert info["accepted"] is False and info["local_iters"] == 1
-        assert info["radius"] == pytest.approx(0.05)  # Δ ← dec·Δ
+REJECTION_CASES = [  # order, trial loss jump, update_rejected, global memory after
+    ("first", math.nan, True, None),
+    ("second", math.nan, True, 0),  # a non-finite trial loss: no pair (rule 4)
+    ("second", 10.0, True, 1),  # a finite rejected trial: its pair is stored
+    ("second", 10.0, False, 0),  # the old acceptance-only rule
+]
+
+
+def _rejections(rank, n):
+    return [_rejection(rank, n, *case[:3]) for case in REJECTION_CASES]
+
+
+def test_rejected_global_test_leaves_parameters_bit_identical():
+    for results in run_ranks(_rejections, 2):  # one spawn for all cases: spawning is slow
+        for (same, info, mem), case in zip(results, REJECTION_CASES, strict=True):
+            assert same, case
+            assert info["accepted"] is False and info["local_iters"] == 1, case
+            assert info["radius"] == pytest.approx(0.05), case  # Δ ← dec·Δ
+            assert mem == case[3], case
 
 
 # ---------------------------------------------------------------------------------------
 def test_single_process_runs_without_a_process_group_and_decreases_the_loss():
     model, x, y = make_problem()
-    opt = APTS(model.parameters(), None)
+    opt = APTS(model.parameters())
     closure, _ = shard_closure(model, opt, x, y, 0, 1)
     f0 = global_loss(model, x, y, 1, 0.0)
     losses = [float(opt.step(closure)) for _ in range(10)]
@@ -162,34 +187,107 @@ def test_single_process_runs_without_a_process_group_and_decreases_the_loss():
     assert losses[-1] == pytest.approx(global_loss(model, x, y, 1, 0.0), rel=1e-12)
 
 
-def test_state_dict_round_trip_continues_identically():
-    model, x, y = make_problem()
-    opt = APTS(model.parameters(), None)
-    closure, _ = shard_closure(model, opt, x, y, 0, 1)
-    for _ in range(3):
-        opt.step(closure)
-    sd = {k: v for k, v in opt.state_dict().items()}
-    theta = flat_params(model.parameters())
+def _run_apts(model, opt, closure, steps):
+    """``steps`` APTS steps; the losses and the parameter vector after each."""
+    out = []
+    for _ in range(steps):
+        loss = opt.step(closure)
+        out.append((float(loss), flat_params(model.parameters())))
+    return out
 
-    model2, _, _ = make_problem()
-    set_flat_params_(list(model2.parameters()), theta)
-    opt2 = APTS(model2.parameters(), None)
-    opt2.load_state_dict(sd)
+
+def _assert_same_runs(a, b):
+    assert [f for f, _ in a] == [f for f, _ in b]
+    assert all(torch.equal(t, u) for (_, t), (_, u) in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "torch.save"])
+@pytest.mark.parametrize("gamma, dtype", [(1e-3, torch.float64), ("auto", torch.float32)])
+def test_continue_after_load_equals_uninterrupted(how, gamma, dtype):
+    """N = 1: k steps, state_dict → checkpoint → fresh model and optimizer → k more steps
+    equals 2k uninterrupted steps bit for bit (global and local memory, radius, step)."""
+    k = 4
+    model, x, y = make_problem(dtype=dtype)
+    opt = APTS(model.parameters(), gamma=gamma)
+    closure, _ = shard_closure(model, opt, x, y, 0, 1)
+    _run_apts(model, opt, closure, k)
+    sd = opt.state_dict()
+    assert_plain(sd)
+    st = sd["state"][0]
+    assert set(st) == {"step", "global_lsr1", "local_lsr1"} and st["step"] == k
+    assert len(st["global_lsr1"]["slots"]) > 0 and len(st["local_lsr1"]["slots"]) > 0
+    saved = transport({"model": model.state_dict(), "opt": sd}, how)
+    ref = _run_apts(model, opt, closure, k)
+
+    model2, _, _ = make_problem(seed=1, dtype=dtype)
+    model2.load_state_dict(saved["model"])
+    opt2 = APTS(model2.parameters(), gamma=gamma, radius=0.5)
+    opt2.load_state_dict(saved["opt"])
+    assert opt2.radius == saved["opt"]["param_groups"][0]["radius"]
     closure2, _ = shard_closure(model2, opt2, x, y, 0, 1)
-    for _ in range(3):
-        opt.step(closure)
-        opt2.step(closure2)
-    assert torch.equal(flat_params(model.parameters()), flat_params(model2.parameters()))
+    _assert_same_runs(_run_apts(model2, opt2, closure2, k), ref)
+
+
+def test_load_without_lsr1_entries_and_dcp_round_trip(tmp_path):
+    model, x, y = make_problem()
+    opt = APTS(model.parameters(), gamma="auto")
+    closure, _ = shard_closure(model, opt, x, y, 0, 1)
+    _run_apts(model, opt, closure, 3)
+
+    # a state dict without the memories: empty memories, no KeyError
+    sd = copy.deepcopy(opt.state_dict())
+    del sd["state"][0]["global_lsr1"], sd["state"][0]["local_lsr1"]
+    model2 = copy.deepcopy(model)
+    opt2 = APTS(model2.parameters(), gamma="auto")
+    opt2.load_state_dict(sd)
+    assert len(opt2.global_hess) == 0 and len(opt2.local_hess) == 0
     assert opt2.radius == opt.radius
+
+    # torch.distributed.checkpoint, one process: continuing is bit-exact
+    model3, _, _ = make_problem(seed=2)
+    opt3 = APTS(model3.parameters(), gamma="auto")
+    dcp_round_trip(model, opt, model3, opt3, tmp_path)
+    assert len(opt3.local_hess) == len(opt.local_hess) > 0
+    closure3, _ = shard_closure(model3, opt3, x, y, 0, 1)
+    _assert_same_runs(_run_apts(model3, opt3, closure3, 3), _run_apts(model, opt, closure, 3))
+
+
+def _resume_on_ranks(rank, n, k, how):
+    """Each rank saves and loads its own optimizer state (its local memory is its own)."""
+    model, x, y = make_problem()
+    opt = APTS(model.parameters(), comm=Comm())
+    closure, _ = shard_closure(model, opt, x, y, rank, n, 0.05)
+    _run_apts(model, opt, closure, k)
+    sd = opt.state_dict()
+    saved = transport({"model": model.state_dict(), "opt": sd}, how)
+    local_psi = sd["state"][0]["local_lsr1"]["psi"].clone()
+    ref = _run_apts(model, opt, closure, k)
+
+    model2, _, _ = make_problem(seed=1)
+    model2.load_state_dict(saved["model"])
+    opt2 = APTS(model2.parameters(), comm=Comm())
+    opt2.load_state_dict(saved["opt"])
+    closure2, _ = shard_closure(model2, opt2, x, y, rank, n, 0.05)
+    resumed = _run_apts(model2, opt2, closure2, k)
+    return ref, resumed, gather(local_psi)
+
+
+def test_continue_after_load_on_two_ranks():
+    k = 3
+    for ref, resumed, local_psis in run_ranks(_resume_on_ranks, 2, k, "torch.save"):
+        _assert_same_runs(resumed, ref)
+        assert not torch.equal(local_psis[0], local_psis[1])  # the ranks' memories differ
 
 
 def test_one_rank_equals_the_trust_region_sequence_it_reduces_to():
     """N = 1: L local TR iterations + the global test + G global TR iterations, here
-    rebuilt from two plain TrustRegion optimizers (APTS.md: no special-casing)."""
+    rebuilt from two plain TrustRegion optimizers (APTS.md: no special-casing). Every trial
+    point's pair is offered to the memory it belongs to, accepted or not (rule 4); the
+    run must contain rejections whose pairs were stored, or it would not test that."""
     model_a, x, y = make_problem(seed=3)
     model_b, _, _ = make_problem(seed=3)
     delta0 = 0.1
-    apts = APTS(model_a.parameters(), None, local_iters=1, global_iters=2, radius=delta0)
+    apts = APTS(model_a.parameters(), local_iters=1, global_iters=2, radius=delta0)
     closure_a, _ = shard_closure(model_a, apts, x, y, 0, 1)
     params_b = list(model_b.parameters())
     local = TrustRegion(params_b, radius=delta0, max_radius=delta0)
@@ -201,30 +299,36 @@ def test_one_rank_equals_the_trust_region_sequence_it_reduces_to():
         return loss.detach(), flat_grad(params_b)
 
     delta = delta0
-    for _ in range(8):
+    stored_after_rejection = 0
+    for _ in range(12):
         apts.step(closure_a)
 
         theta0 = flat_params(params_b)
         f0, g0 = f_and_g()
         local.param_groups[0].update(radius=delta, max_radius=delta)
         local.step(closure_b)  # the local phase: one TR iteration on m = f
+        info = local.last_info
+        stored_after_rejection += info["hess_updated"] and not info["accepted"]
         s = flat_params(params_b) - theta0
         # the global test: trial = θ + s; pred = the local reduction, so ρ = 1 on progress
         f1, g1 = f_and_g()
-        pred = (f0 - local.last_info["loss"]).item()
-        if local.last_info["accepted"] and pred > 1e-12:
+        pred = (f0 - info["loss"]).item()
+        if info["accepted"] and pred > 1e-12:
             if torch.linalg.vector_norm(s) >= 0.9 * delta:
                 delta = min(2 * delta, 1.0)
-            glob.hess.update(s, g1 - g0)
         else:
             delta = max(0.5 * delta, 1e-4)
+        glob.hess.update(s, g1 - g0)  # offered either way (s = 0 after a rejection: skipped)
         glob.param_groups[0]["radius"] = delta
         for _ in range(2):
             glob.step(closure_b)
+            info = glob.last_info
+            stored_after_rejection += info["hess_updated"] and not info["accepted"]
         delta = glob.param_groups[0]["radius"]
 
         assert torch.equal(flat_params(model_a.parameters()), flat_params(params_b))
         assert apts.radius == delta
+    assert stored_after_rejection > 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,6 +355,7 @@ def simulate_apts(n, overlap, iters, L=3, G=3, delta=0.1):
     global_hess = LSR1(5, 1e-3)
     theta = flat_params(params)
     trajectory = []
+    rejections = 0
     for _ in range(iters):
         f0 = [fg_shard(i, theta) for i in range(n)]
         f_k = torch.stack([f for f, _ in f0]).mean()
@@ -280,8 +385,9 @@ def simulate_apts(n, overlap, iters, L=3, G=3, delta=0.1):
         ok, delta, _ = replace(rules, min_pred=1e-12).decide(
             (f_k - f_t).item(), pred, torch.linalg.vector_norm(s).item(), delta
         )
+        rejections += not ok
+        global_hess.update(s, g_t - g_k)  # accepted or not (rule 4); all values finite here
         if ok:
-            global_hess.update(s, g_t - g_k)
             theta, f, g = theta + s, f_t, g_t
         else:
             f, g = f_k, g_k
@@ -289,12 +395,12 @@ def simulate_apts(n, overlap, iters, L=3, G=3, delta=0.1):
             res = tr_iteration(fg_global, theta, f, g, delta, global_hess, rules)
             theta, f, g, delta = res.x, res.f, res.g, res.radius
         trajectory.append((theta.clone(), delta))
-    return trajectory
+    return trajectory, rejections
 
 
-def _thetas(rank, n, iters, overlap):
+def _thetas(rank, n, iters, overlap, radius):
     model, x, y = make_problem()
-    opt = APTS(model.parameters(), Comm())
+    opt = APTS(model.parameters(), comm=Comm(), radius=radius)
     closure, _ = shard_closure(model, opt, x, y, rank, n, overlap)
     out = []
     for _ in range(iters):
@@ -305,9 +411,12 @@ def _thetas(rank, n, iters, overlap):
 
 @pytest.mark.parametrize("n", [2, 4])
 def test_distributed_apts_follows_a_single_process_simulation_of_the_spec(n):
-    iters, overlap = 5, 0.05
-    ranks = run_ranks(_thetas, n, iters, overlap)
-    reference = simulate_apts(n, overlap, iters)
+    # Δ₀ = 0.5: the global test rejects within 5 iterations (with Δ₀ = 0.1 only after 10
+    # at N = 2), so the run also checks that rejected trial points feed the global memory.
+    iters, overlap, radius = 5, 0.05, 0.5
+    ranks = run_ranks(_thetas, n, iters, overlap, radius)
+    reference, rejections = simulate_apts(n, overlap, iters, delta=radius)
+    assert rejections > 0  # the run exercises the global test's rejected pairs
     moved = False
     for (theta, delta), (theta_ref, delta_ref) in zip(ranks[0], reference, strict=True):
         torch.testing.assert_close(theta, theta_ref, rtol=1e-9, atol=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -226,13 +227,16 @@ def test_state_dict_round_trip(gamma) -> None:
     H = LSR1(4, gamma)
     for _ in range(7):
         H.update(*pair())
-    sd = H.state_dict()
+    # state_dict references the live buffers (as torch's do): a deep copy is a snapshot
+    live = H.state_dict()
+    assert live["psi"].data_ptr() == H._Z[1].data_ptr() and live["psi"].shape == (4, n)
+    sd = copy.deepcopy(live)
     H2 = LSR1(2, 5.0)  # different settings: the state carries them
     H2.load_state_dict(sd)
     assert len(H2) == len(H) and H2.gamma == H.gamma and H2.memory == 4
     v = torch.randn(n, dtype=F64, generator=gen)
     assert torch.equal(H.matvec(v), H2.matvec(v))
-    # The saved state is a copy: continuing H does not change it, and both continue identically.
+    # H2 holds copies: both continue identically, and the snapshot stays as it was.
     for _ in range(6):
         s, y = pair()
         assert H.update(s, y) == H2.update(s, y)
@@ -242,6 +246,26 @@ def test_state_dict_round_trip(gamma) -> None:
     assert not torch.equal(H3.matvec(v), H.matvec(v))
     H.reset()
     assert len(H) == 0 and torch.equal(H.matvec(v), H.gamma * v)
+
+
+def test_allocated_state_has_a_fixed_layout() -> None:
+    """After allocate(), the state's tensors have their final shape (m×n) whatever the
+    number of pairs, and reset() keeps them: a fresh optimizer's state is a template that
+    an in-place loader (torch.distributed.checkpoint) can fill."""
+    n, m = 6, 3
+    H = LSR1(m, "auto")
+    H.allocate(n, F64, "cpu")
+    shapes = {k: v.shape for k, v in H.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert shapes == {"psi": (m, n), "s": (m, n), "y": (m, n)}
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        H.update(torch.randn(n, dtype=F64, generator=gen), torch.randn(n, dtype=F64, generator=gen))
+    assert len(H) > 0
+    assert {k: v.shape for k, v in H.state_dict().items() if isinstance(v, torch.Tensor)} == shapes
+    H.reset()
+    assert len(H) == 0 and H.state_dict()["psi"].shape == (m, n)
+    with pytest.raises(ValueError, match="size 6, not 7"):
+        H.allocate(7, F64, "cpu")
 
 
 def test_float32_close_to_float64() -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
-import io
+import inspect
 import math
 
 import pytest
 import torch
+from state_helpers import assert_plain, dcp_round_trip, transport
 
 from apts.optim import (
+    APTS,
     LSR1,
     TRRules,
     TrustRegion,
@@ -59,40 +61,141 @@ def test_rules_decide() -> None:
     assert not TRRules(min_pred=1e-12).decide(1e-13, 1e-13, 0.1, 0.1).accepted
 
 
-@pytest.mark.parametrize(
-    "kw",
-    [
-        {"radius": 0.0},
-        {"radius": 2.0},
-        {"min_radius": -1.0},
+class NoWorldSize:
+    def all_reduce(self, tensor, op="sum"):
+        return tensor
+
+    def __repr__(self) -> str:
+        return "NoWorldSize()"
+
+
+def _param():
+    return [torch.nn.Parameter(torch.ones(2))]
+
+
+# (constructor, arguments, the message's start). Each message starts with the argument and
+# its value and says what is allowed (apts/validate.py prefixes it with "optimizer.").
+OPTION_ERRORS = [
+    (TRRules, {"radius": 5.0}, "radius=5.0 must be in [min_radius, max_radius] = [0.0001, 1.0]"),
+    (
+        TRRules,
+        {"radius": 0.0, "min_radius": 0.0},
+        "radius=0.0 must be in [min_radius, max_radius] = (0.0, 1.0]",
+    ),
+    (TRRules, {"radius": math.nan}, "radius=nan must be a finite number"),
+    (TRRules, {"min_radius": -1.0}, "min_radius=-1.0 must be in [0, max_radius] = [0.0, 1.0]"),
+    (
+        TRRules,
         {"min_radius": 0.5, "max_radius": 0.2, "radius": 0.3},
-        {"eta1": 0.8, "eta2": 0.5},
-        {"eta1": -0.1},
-        {"dec": 1.0},
-        {"dec": 0.0},
-        {"inc": 0.5},
-        {"radius": math.nan},
-        {"eta2": "x"},
+        "min_radius=0.5 must be in [0, max_radius] = [0.0, 0.2]",
+    ),
+    (TRRules, {"max_radius": 0.0}, "max_radius=0.0 must be a number > 0.0"),
+    (TRRules, {"max_radius": math.inf}, "max_radius=inf must be a finite number"),
+    (TRRules, {"eta1": 0.8, "eta2": 0.5}, "eta1=0.8 must be in [0, eta2] = [0.0, 0.5]"),
+    (TRRules, {"eta1": -0.1}, "eta1=-0.1 must be in [0, eta2] = [0.0, 0.75]"),
+    (TRRules, {"eta2": 1.5}, "eta2=1.5 must be in [0.0, 1.0]"),
+    (TRRules, {"eta2": "x"}, "eta2='x' must be a finite number"),
+    (TRRules, {"dec": 1.0}, "dec=1.0 must be in (0.0, 1.0)"),
+    (TRRules, {"dec": True}, "dec=True must be a finite number"),
+    (TRRules, {"inc": 0.5}, "inc=0.5 must be a number >= 1.0"),
+    (TRRules, {"boundary": 0.0}, "boundary=0.0 must be in (0.0, 1.0]"),
+    (TRRules, {"min_pred": -1.0}, "min_pred=-1.0 must be a number >= 0.0"),
+    (LSR1, {"memory": 0}, "memory=0 must be an integer in [1, 128]"),
+    (LSR1, {"memory": 10**9}, "memory=1000000000 must be an integer in [1, 128]"),
+    (LSR1, {"memory": 2.5}, "memory=2.5 must be an integer in [1, 128]"),
+    (LSR1, {"memory": True}, "memory=True must be an integer in [1, 128]"),
+    (LSR1, {"gamma": -1}, "gamma=-1 must be a positive number or 'auto'"),
+    (LSR1, {"gamma": math.inf}, "gamma=inf must be a positive number or 'auto'"),
+    (LSR1, {"gamma": "big"}, "gamma='big' must be a positive number or 'auto'"),
+    (LSR1, {"gamma": False}, "gamma=False must be a positive number or 'auto'"),
+    (
+        TrustRegion,
+        {"radius": 5.0},
+        "radius=5.0 must be in [min_radius, max_radius] = [0.0001, 1.0]",
+    ),
+    (TrustRegion, {"min_radius": 2.0}, "min_radius=2.0 must be in [0, max_radius]"),
+    (TrustRegion, {"max_radius": -1.0}, "max_radius=-1.0 must be a number > 0.0"),
+    (TrustRegion, {"eta1": 0.9}, "eta1=0.9 must be in [0, eta2] = [0.0, 0.75]"),
+    (TrustRegion, {"eta2": 2}, "eta2=2 must be in [0.0, 1.0]"),
+    (TrustRegion, {"dec": 0}, "dec=0 must be in (0.0, 1.0)"),
+    (TrustRegion, {"inc": 0.9}, "inc=0.9 must be a number >= 1.0"),
+    (TrustRegion, {"order": "third"}, "order='third' must be 'first' or 'second'"),
+    (TrustRegion, {"memory": 10**9}, "memory=1000000000 must be an integer in [1, 128]"),
+    (TrustRegion, {"gamma": -1}, "gamma=-1 must be a positive number or 'auto'"),
+    (TrustRegion, {"update_rejected": "yes"}, "update_rejected='yes' must be True or False"),
+    (TrustRegion, {"update_rejected": 1}, "update_rejected=1 must be True or False"),
+    (TrustRegion, {"comm": "gloo"}, "comm='gloo' must be None or an object with all_reduce"),
+    (
+        APTS,
+        {"comm": NoWorldSize()},
+        "comm=NoWorldSize() must be None or an object with all_reduce(tensor, op=...) and an "
+        "integer world_size >= 1",
+    ),
+    (APTS, {"local_iters": -1}, "local_iters=-1 must be an integer >= 0"),
+    (APTS, {"local_iters": True}, "local_iters=True must be an integer >= 0"),
+    (APTS, {"global_iters": 1.5}, "global_iters=1.5 must be an integer >= 0"),
+    (APTS, {"foc": "maybe"}, "foc='maybe' must be True or False"),
+    (APTS, {"order": "third"}, "order='third' must be 'first' or 'second'"),
+    (APTS, {"memory": 0}, "memory=0 must be an integer in [1, 128]"),
+    (APTS, {"gamma": "big"}, "gamma='big' must be a positive number or 'auto'"),
+    (APTS, {"local_memory": "forget"}, "local_memory='forget' must be 'keep' or 'reset'"),
+    (APTS, {"radius": 5.0}, "radius=5.0 must be in [min_radius, max_radius] = [0.0001, 1.0]"),
+    (APTS, {"min_radius": -1.0}, "min_radius=-1.0 must be in [0, max_radius]"),
+    (APTS, {"max_radius": 0.05}, "radius=0.1 must be in [min_radius, max_radius] = [0.0001, 0.05]"),
+    (APTS, {"eta1": 0.8}, "eta1=0.8 must be in [0, eta2]"),
+    (APTS, {"eta2": -1.0}, "eta2=-1.0 must be in [0.0, 1.0]"),
+    (APTS, {"dec": 2.0}, "dec=2.0 must be in (0.0, 1.0)"),
+    (APTS, {"inc": 0.0}, "inc=0.0 must be a number >= 1.0"),
+    (APTS, {"update_rejected": None}, "update_rejected=None must be True or False"),
+]
+
+
+def _construct(cls, kw):
+    return cls(_param(), **kw) if cls in (TrustRegion, APTS) else cls(**kw)
+
+
+@pytest.mark.parametrize("cls, kw, message", OPTION_ERRORS)
+def test_invalid_option_message(cls, kw, message) -> None:
+    with pytest.raises(ValueError) as e:
+        _construct(cls, kw)
+    assert str(e.value).startswith(message), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("cls", [TRRules, LSR1, TrustRegion, APTS])
+def test_every_constructor_argument_is_checked(cls) -> None:
+    """Each argument has a row in OPTION_ERRORS (``params`` aside: torch checks it)."""
+    names = set(inspect.signature(cls).parameters) - {"params"}
+    covered = {k for c, kw, _ in OPTION_ERRORS if c is cls for k in kw}
+    assert names <= covered, names - covered
+
+
+@pytest.mark.parametrize(
+    "cls, kw",
+    [
+        (TrustRegion, {"radius": 1.0, "min_radius": 0.0, "eta1": 0.0, "eta2": 1.0, "inc": 1}),
+        (TrustRegion, {"memory": 128, "gamma": "auto", "update_rejected": False, "order": "first"}),
+        (APTS, {"local_iters": 0, "global_iters": 0, "foc": False, "local_memory": "reset"}),
+        (APTS, {"memory": 1, "gamma": 2, "comm": None}),
+        (LSR1, {"memory": 128, "gamma": 1}),
     ],
 )
-def test_rules_validation(kw) -> None:
-    with pytest.raises(ValueError):
-        TRRules(**kw)
-    with pytest.raises(ValueError):
-        TrustRegion([torch.nn.Parameter(torch.ones(2))], **kw)
+def test_valid_edge_options_are_accepted(cls, kw) -> None:
+    _construct(cls, kw)
 
 
-def test_optimizer_validation() -> None:
+def test_optimizer_structure_errors() -> None:
     p = torch.nn.Parameter(torch.ones(2))
-    for kw in [{"order": "third"}, {"memory": 0}, {"gamma": -1.0}, {"gamma": "big"}]:
-        with pytest.raises(ValueError):
-            TrustRegion([p], **kw)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="single parameter group"):
         TrustRegion([{"params": [p]}, {"params": [torch.nn.Parameter(torch.ones(1))]}])
-    with pytest.raises(ValueError):  # one flat vector needs one dtype
+    with pytest.raises(ValueError, match="one dtype and device"):
         TrustRegion([p, torch.nn.Parameter(torch.ones(2, dtype=F64))])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="requires a closure"):
         TrustRegion([p]).step(None)
+    with pytest.raises(TypeError):  # comm is keyword-only
+        TrustRegion([p], FakeComm())  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        APTS([p], None)  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------- tr_iteration
@@ -148,17 +251,45 @@ def test_tr_iteration_radius_cap_and_first_order() -> None:
     assert res.pred == pytest.approx(0.2 * float(g.norm()))
 
 
-def test_tr_iteration_update_rejected() -> None:
-    # A model with the wrong sign of curvature along g: the step is rejected; with
-    # update_rejected the pair still corrects the memory.
+def test_tr_iteration_offers_rejected_pairs_by_default() -> None:
+    # A model with far too little curvature (γ = 1e-3 against 10): the step is rejected.
+    # By default (APTS.md rule 4) the pair still corrects the memory, to the exact secant
+    # pair of this quadratic: B s = y = 10 s. update_rejected=False is the old rule.
     n = 3
     fg = quad_fg(10 * torch.eye(n, dtype=F64), torch.ones(n, dtype=F64))
     x = torch.zeros(n, dtype=F64)
     f, g = fg(x)
-    for flag, expect in [(False, 0), (True, 1)]:
+    for kw, expect in [({"update_rejected": False}, 0), ({}, 1), ({"update_rejected": True}, 1)]:
         H = LSR1(3, 1e-3)
-        res = tr_iteration(fg, x, f, g, 1.0, H, TRRules(), update_rejected=flag)
+        res = tr_iteration(fg, x, f, g, 1.0, H, TRRules(), **kw)
         assert not res.accepted and len(H) == expect and res.hess_updated == bool(expect)
+        assert res.x is x and res.f is f and res.g is g
+        if expect:
+            torch.testing.assert_close(H.matvec(res.step), 10 * res.step, rtol=1e-12, atol=0)
+
+
+def test_rejected_pair_with_non_finite_loss_is_not_offered() -> None:
+    # The loss is not finite at the trial point but the gradient is: no pair (rule 4).
+    x = torch.zeros(2, dtype=F64)
+    g = torch.ones(2, dtype=F64)
+
+    def fg(v):
+        return math.inf, 3 * v
+
+    H = LSR1(3, 1e-3)
+    res = tr_iteration(fg, x, 0.0, g, 0.5, H, TRRules())
+    assert not res.accepted and not res.hess_updated and len(H) == 0
+
+
+def test_optimizer_update_rejected_option() -> None:
+    """TrustRegion forwards update_rejected (kept in the param group, so saved): with it a
+    rejected step leaves a pair in the memory, without it not."""
+    for flag in (True, False):
+        x, opt, closure = rosen_setup(2, radius=1.0, update_rejected=flag)
+        assert opt.state_dict()["param_groups"][0]["update_rejected"] is flag
+        opt.step(closure)  # from (-1.2, 1) with Δ = 1 and B = γI: a long, rejected step
+        assert not opt.last_info["accepted"]
+        assert opt.last_info["hess_updated"] is flag and len(opt.hess) == int(flag)
 
 
 # ----------------------------------------------------------------- optimizer
@@ -272,40 +403,132 @@ def test_nan_region_is_never_entered() -> None:
     assert float(rosenbrock(x.detach())) < 1.0  # progress towards the boundary of the region
 
 
-@pytest.mark.parametrize("order, gamma", [("second", 1e-3), ("second", "auto"), ("first", 1e-3)])
-def test_state_dict_round_trip_continues_identically(order, gamma) -> None:
-    def run(net, opt, X, yc, steps):
-        out = []
+# ------------------------------------------------------------------- state
+def run_mlp(net, opt, X, yc, steps):
+    """``steps`` optimizer steps on a fixed batch; the losses and the final parameters."""
 
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(net(X), yc)
-            loss.backward()
-            return loss
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(X), yc)
+        loss.backward()
+        return loss
 
-        for _ in range(steps):
-            out.append(float(opt.step(closure)))
-        return out, [p.detach().clone() for p in net.parameters()]
+    losses = [float(opt.step(closure)) for _ in range(steps)]
+    return losses, [p.detach().clone() for p in net.parameters()]
 
-    net, X, yc = make_mlp_problem(F64)
+
+def assert_same_run(a, b) -> None:
+    """Two ``run_mlp`` results are bit-identical (losses and final parameters)."""
+    assert a[0] == b[0]
+    assert all(torch.equal(p, q) for p, q in zip(a[1], b[1], strict=True))
+
+
+STATE_CASES = [
+    ("second", 1e-3, F64),
+    ("second", "auto", F64),
+    ("first", 1e-3, F64),
+    ("second", "auto", torch.float32),  # k×k float64 bookkeeping must survive the cast
+    ("second", 1e-3, torch.float32),
+]
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "torch.save"])
+@pytest.mark.parametrize("order, gamma, dtype", STATE_CASES)
+def test_continue_after_load_equals_uninterrupted(order, gamma, dtype, how) -> None:
+    """k steps, state_dict → checkpoint → fresh model and optimizer → k more steps equals
+    2k uninterrupted steps bit for bit."""
+    k = 8
+    net, X, yc = make_mlp_problem(dtype)
     opt = TrustRegion(net.parameters(), order=order, gamma=gamma)
-    run(net, opt, X, yc, 8)
-    buf = io.BytesIO()
-    torch.save({"model": net.state_dict(), "opt": opt.state_dict()}, buf)
-    ref_losses, ref_params = run(net, opt, X, yc, 8)
+    run_mlp(net, opt, X, yc, k)
+    sd = opt.state_dict()
+    assert_plain(sd)
+    saved = transport({"model": net.state_dict(), "opt": sd}, how)
+    ref_losses, ref_params = run_mlp(net, opt, X, yc, k)  # uninterrupted: steps k+1 … 2k
 
-    buf.seek(0)
-    saved = torch.load(buf)
-    net2, _, _ = make_mlp_problem(F64, seed=1)  # different initial weights
-    net2.load_state_dict(saved["model"])
+    net2, _, _ = make_mlp_problem(dtype, seed=1)  # other weights and a different radius:
+    net2.load_state_dict(saved["model"])  # everything must come from the checkpoint
     opt2 = TrustRegion(net2.parameters(), order=order, gamma=gamma, radius=0.3)
     opt2.load_state_dict(saved["opt"])
-    assert opt2.param_groups[0]["radius"] == saved["opt"]["param_groups"][0]["radius"]
+    st = opt2.state[next(net2.parameters())]
+    assert st["step"] == k and opt2.param_groups[0]["radius"] == sd["param_groups"][0]["radius"]
     if order == "second":
-        assert len(opt2.hess) == len(saved["opt"]["lsr1"]["slots"]) > 0
-    losses, params = run(net2, opt2, X, yc, 8)
-    assert losses == ref_losses
-    assert all(torch.equal(a, b) for a, b in zip(params, ref_params, strict=True))
+        assert len(opt2.hess) == len(saved["opt"]["state"][0]["lsr1"]["slots"]) > 0
+        assert opt2.hess._Z.dtype == dtype
+    assert_same_run(run_mlp(net2, opt2, X, yc, k), (ref_losses, ref_params))
+    assert st["step"] == 2 * k == opt.state[next(net.parameters())]["step"]
+
+
+@pytest.mark.parametrize("drop", ["lsr1", "state"])
+def test_load_without_lsr1_entries_gives_an_empty_memory(drop) -> None:
+    """A state dict without the L-SR1 entries (or without any state) loads without a
+    KeyError as an empty memory: it continues like a fresh optimizer at the saved radius."""
+    net, X, yc = make_mlp_problem(F64)
+    opt = TrustRegion(net.parameters(), gamma="auto")
+    run_mlp(net, opt, X, yc, 6)
+    sd = copy.deepcopy(opt.state_dict())
+    if drop == "lsr1":
+        del sd["state"][0]["lsr1"]
+    else:
+        sd["state"] = {}
+    radius = sd["param_groups"][0]["radius"]
+    assert radius != 0.1 and len(opt.hess) > 0
+
+    net2 = copy.deepcopy(net)
+    opt2 = TrustRegion(net2.parameters(), gamma="auto")
+    opt2.load_state_dict(sd)
+    assert len(opt2.hess) == 0 and opt2.param_groups[0]["radius"] == radius
+    net3 = copy.deepcopy(net)
+    fresh = TrustRegion(net3.parameters(), gamma="auto", radius=radius)
+    assert_same_run(run_mlp(net2, opt2, X, yc, 6), run_mlp(net3, fresh, X, yc, 6))
+
+
+@pytest.mark.parametrize("gamma", [1e-3, "auto"])
+def test_distributed_checkpoint_round_trip(tmp_path, gamma) -> None:
+    """torch.distributed.checkpoint (one process, no process group) keeps the memory:
+    continuing after dcp.save/dcp.load is bit-exact."""
+    net, X, yc = make_mlp_problem(torch.float32)
+    opt = TrustRegion(net.parameters(), gamma=gamma)
+    run_mlp(net, opt, X, yc, 6)
+    net2, _, _ = make_mlp_problem(torch.float32, seed=1)
+    opt2 = TrustRegion(net2.parameters(), gamma=gamma, radius=0.5)
+    dcp_round_trip(net, opt, net2, opt2, tmp_path)
+    assert len(opt2.hess) == len(opt.hess) > 0
+    assert_same_run(run_mlp(net2, opt2, X, yc, 6), run_mlp(net, opt, X, yc, 6))
+
+
+def test_loaded_state_lands_on_the_parameters_dtype() -> None:
+    """A float64 checkpoint loaded into a float32 model: the memory's vectors follow the
+    parameters (torch casts the state's tensors; the k×k float64 lists are untouched)."""
+    net, X, yc = make_mlp_problem(F64)
+    opt = TrustRegion(net.parameters(), gamma="auto")
+    run_mlp(net, opt, X, yc, 6)
+    saved = transport(opt.state_dict(), "torch.save")
+    net32, X32, _ = make_mlp_problem(torch.float32)
+    net32.load_state_dict(net.state_dict())
+    opt32 = TrustRegion(net32.parameters(), gamma="auto")
+    opt32.load_state_dict(saved)
+    assert opt32.hess._Z.dtype == torch.float32 and opt32.hess._W.dtype == torch.float32
+    assert opt32.hess.gamma == opt.hess.gamma and len(opt32.hess) == len(opt.hess)
+    v = torch.randn(opt32.hess._Z.shape[1], dtype=F64)
+    torch.testing.assert_close(
+        opt32.hess.matvec(v.float()).double(), opt.hess.matvec(v), rtol=1e-4, atol=1e-4
+    )
+    losses, _ = run_mlp(net32, opt32, X32, yc, 3)
+    assert all(math.isfinite(v) for v in losses)
+
+
+def test_state_of_another_model_is_refused() -> None:
+    net, X, yc = make_mlp_problem(F64)
+    opt = TrustRegion(net.parameters())
+    run_mlp(net, opt, X, yc, 2)
+    other = torch.nn.Parameter(torch.zeros(7, dtype=F64))  # one parameter, like net's first
+    sd = opt.state_dict()
+    sd["param_groups"][0]["params"] = [0]
+    sd["state"] = {0: sd["state"][0]}
+    # the MLP has 10·16 + 16 + 16·3 + 3 = 227 parameters
+    with pytest.raises(ValueError, match="holds vectors of size 227, but the parameters have 7"):
+        TrustRegion([other]).load_state_dict(sd)
 
 
 class FakeComm:
@@ -394,9 +617,22 @@ def test_cuda_matches_cpu(dtype) -> None:
         losses.append(float(loss))
     tol = 1e-3 if dtype == torch.float32 else 1e-8
     assert torch.allclose(xs[0], xs[1], atol=tol)
-    # state dict round trip on the device
-    sd = opt.state_dict()
-    x2 = torch.nn.Parameter(x.detach().clone())
-    opt2 = TrustRegion([x2])
-    opt2.load_state_dict(sd)
-    assert opt2.hess._Z.device.type == "cuda"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cpu_checkpoint_lands_on_the_cuda_parameters() -> None:
+    """State saved on the CPU and loaded into an optimizer on CUDA parameters: the memory
+    is on the GPU and continuing there follows the CPU run (float64, to rounding)."""
+    x, opt, closure = rosen_setup(10, gamma="auto")
+    for _ in range(20):
+        opt.step(closure)
+    saved = transport(opt.state_dict(), "torch.save")
+    x2, opt2, closure2 = rosen_setup(10, device="cuda", gamma="auto")
+    with torch.no_grad():
+        x2.copy_(x)
+    opt2.load_state_dict(saved)
+    assert opt2.hess._Z.device.type == "cuda" and opt2.hess._W.device.type == "cuda"
+    for _ in range(10):
+        opt.step(closure)
+        opt2.step(closure2)
+    torch.testing.assert_close(x2.detach().cpu(), x.detach(), rtol=1e-8, atol=1e-10)

@@ -8,22 +8,28 @@ specification this file implements is ``docs/APTS.md``, "One APTS iteration k".
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from apts.optim.flat import check_flat_params, flat_grad, flat_params, set_flat_params_
+from apts.optim.checks import check_bool, check_choice, check_comm, check_int
+from apts.optim.flat import flat_grad, flat_params, set_flat_params_
 from apts.optim.lsr1 import LSR1
-from apts.optim.trust_region import TRRules, judge_trial, tr_iteration
+from apts.optim.trust_region import (
+    FlatLSR1Optimizer,
+    judge_trial,
+    offer_pair,
+    rules_from_group,
+    tr_iteration,
+)
 
 # The global test rejects when the summed local reductions are this small (APTS.md, 6).
 _PRED_FLOOR = 1e-12
 _BOUNDARY_TOL = 1e-3
 
 
-class APTS(torch.optim.Optimizer):
+class APTS(FlatLSR1Optimizer):
     r"""Data-parallel APTS, one rank per subdomain; every rank runs the same code.
 
     Rank :math:`i` owns shard :math:`B_k^i` of mini-batch :math:`B_k`, with mean loss
@@ -44,7 +50,7 @@ class APTS(torch.optim.Optimizer):
         &5.\ [g^+, f^+] = \tfrac1N \textstyle\sum_i [\nabla f_i, f_i](\theta_k + s_k)
             &&\text{(all-reduce 3)}\\
         &6.\ \rho_k = (f_k - f^+)/\mathrm{pred}_k:\ \text{accept/reject and update }
-            \Delta \text{ by the TR rules}\\
+            \Delta \text{ by the TR rules; offer } (s_k, g^+ - g_k) \text{ to L-SR1}\\
         &7.\ G \text{ global TR iterations on } f \text{ (L-SR1, exact subproblem)}
             &&\text{(one all-reduce each)}
         \end{aligned}
@@ -55,9 +61,15 @@ class APTS(torch.optim.Optimizer):
     authors' code). With one rank (``comm=None`` or a world of one) the same code is
     L local TR iterations, the global test and G global TR iterations.
 
+    After every trial point, accepted or rejected, the pair (step, gradient change) is
+    offered to the L-SR1 memory it came from (``update_rejected``, APTS.md rule 4): in the
+    local iterations, the global test and the global iterations.
+
     Args:
         params: parameters (one group; flattened internally into one vector).
-        comm: the collective layer (:class:`apts.comm.Comm`) or ``None`` for one process.
+        comm: keyword-only; the collective layer (:class:`apts.comm.Comm`, or any object
+            with ``world_size`` and ``all_reduce(tensor, op="sum"|"mean")``) or ``None``
+            for one process.
         local_iters: L, local TR iterations per step (0 disables the local phase).
         global_iters: G, global TR iterations per step.
         foc: use the first-order-consistent local objective :math:`m_i` (else :math:`f_i`).
@@ -67,17 +79,26 @@ class APTS(torch.optim.Optimizer):
         radius, min_radius, max_radius, eta1, eta2, dec, inc: trust-region constants
             (APTS.md, "Trust-region building block"); the local phase uses radius
             :math:`\Delta_k/N` and the same acceptance constants.
+        update_rejected: offer rejected trial points' pairs too (default; False is the old
+            acceptance-only rule).
+
+    Every argument is checked here (``ValueError`` starting with ``<argument>=<value>``).
+    State, the torch way: the options and the current Δ in the param group, and
+    ``state[first parameter] = {"step", "global_lsr1", "local_lsr1"}`` (this rank's
+    memories; see :class:`~apts.optim.trust_region.FlatLSR1Optimizer`).
 
     ``step(closure)``: ``closure`` zeroes the gradients, computes the mean loss of this
     rank's shard, calls ``backward`` and returns the loss. Returns the global loss at
     the accepted point. ``last_info`` holds the step's diagnostics.
     """
 
+    _memories = ("global_lsr1", "local_lsr1")
+
     def __init__(
         self,
         params,
-        comm=None,
         *,
+        comm=None,
         local_iters: int = 3,
         global_iters: int = 3,
         foc: bool = True,
@@ -92,45 +113,42 @@ class APTS(torch.optim.Optimizer):
         eta2: float = 0.75,
         dec: float = 0.5,
         inc: float = 2.0,
+        update_rejected: bool = True,
     ):
-        if order not in ("first", "second"):
-            raise ValueError(f"order must be 'first' or 'second', got {order!r}")
-        if local_memory not in ("keep", "reset"):
-            raise ValueError(f"local_memory must be 'keep' or 'reset', got {local_memory!r}")
-        if local_iters < 0 or global_iters < 0:
-            raise ValueError("local_iters and global_iters must be >= 0")
-        rules = TRRules(
-            radius=radius,
-            min_radius=min_radius,
-            max_radius=max_radius,
-            eta1=eta1,
-            eta2=eta2,
-            dec=dec,
-            inc=inc,
-        )
+        check_comm(comm, world_size=True)
         defaults = dict(
-            local_iters=local_iters,
-            global_iters=global_iters,
-            foc=foc,
-            order=order,
-            memory=memory,
-            gamma=gamma,
-            local_memory=local_memory,
-            **asdict(rules),  # the TR constants, validated; "radius" is then the current Δ
+            local_iters=check_int("local_iters", local_iters, 0),
+            global_iters=check_int("global_iters", global_iters, 0),
+            foc=check_bool("foc", foc),
+            local_memory=check_choice("local_memory", local_memory, ("keep", "reset")),
+            **self.check_options(
+                radius=radius,
+                min_radius=min_radius,
+                max_radius=max_radius,
+                eta1=eta1,
+                eta2=eta2,
+                dec=dec,
+                inc=inc,
+                order=order,
+                memory=memory,
+                gamma=gamma,
+                update_rejected=update_rejected,
+            ),
         )
         super().__init__(params, defaults)
-        if len(self.param_groups) != 1:
-            raise ValueError("APTS supports a single parameter group")
-        self._params: list[Tensor] = self.param_groups[0]["params"]
-        check_flat_params(self._params)
         self.comm = comm
         self.world_size = comm.world_size if comm is not None else 1
-        self.rules = rules
-        self.test_rules = replace(rules, min_pred=_PRED_FLOOR)
-        second = order == "second"
-        self.global_hess = LSR1(memory, gamma) if second else None
-        self.local_hess = LSR1(memory, gamma) if second else None
         self.last_info: dict[str, Any] = {}
+
+    @property
+    def global_hess(self) -> LSR1 | None:
+        """The global L-SR1 memory (None for ``order="first"``)."""
+        return self._lsr1.get("global_lsr1")
+
+    @property
+    def local_hess(self) -> LSR1 | None:
+        """This rank's local L-SR1 memory (None for ``order="first"``)."""
+        return self._lsr1.get("local_lsr1")
 
     @property
     def radius(self) -> float:
@@ -208,11 +226,8 @@ class APTS(torch.optim.Optimizer):
         x, fx = theta, f_i0
         gx = g_k if group["foc"] else g_i0
         local_radius = self.radius / N
-        local_rules = replace(
-            self.rules,
-            radius=local_radius,
-            min_radius=self.rules.min_radius / N,
-            max_radius=local_radius,
+        local_rules = rules_from_group(
+            group, radius=local_radius, min_radius=group["min_radius"] / N, max_radius=local_radius
         )
         if self.local_hess is not None and group["local_memory"] == "reset":
             self.local_hess.reset()
@@ -227,7 +242,15 @@ class APTS(torch.optim.Optimizer):
             if budget <= _BOUNDARY_TOL * local_radius:
                 break
             res = tr_iteration(
-                local_fg, x, fx, gx, r, self.local_hess, local_rules, radius_cap=budget
+                local_fg,
+                x,
+                fx,
+                gx,
+                r,
+                self.local_hess,
+                local_rules,
+                radius_cap=budget,
+                update_rejected=group["update_rejected"],
             )
             local_done += 1
             r = res.radius
@@ -244,16 +267,14 @@ class APTS(torch.optim.Optimizer):
         trial = theta + s_k
         f_t, g_t = self._global_eval(closure, trial)
 
-        # 6. global test (pred ≤ 1e-12 or anything non-finite: reject)
-        (accepted, self.radius, rho), ared, _, pred = judge_trial(
-            self.test_rules, f_k, f_t, g_t, pred_k, torch.linalg.vector_norm(s_k), self.radius
+        # 6. global test (pred ≤ 1e-12 or anything non-finite: reject); either way the pair
+        # goes to the global memory (rule 4), unless the trial loss is not finite
+        test_rules = rules_from_group(group, min_pred=_PRED_FLOOR)
+        (accepted, self.radius, rho), ared, f_trial, pred = judge_trial(
+            test_rules, f_k, f_t, g_t, pred_k, torch.linalg.vector_norm(s_k), self.radius
         )
-        if accepted:
-            if self.global_hess is not None:
-                self.global_hess.update(s_k, g_t - g_k)
-            theta, f, g = trial, f_t, g_t
-        else:
-            f, g = f_k, g_k
+        offer_pair(self.global_hess, s_k, g_t - g_k, f_trial, accepted, group["update_rejected"])
+        theta, f, g = (trial, f_t, g_t) if accepted else (theta, f_k, g_k)
 
         # 7. global pass: G TR iterations on f, one all-reduce per trial point
         global_accepted = 0
@@ -265,13 +286,16 @@ class APTS(torch.optim.Optimizer):
                 g,
                 self.radius,
                 self.global_hess,
-                self.rules,
+                rules_from_group(group),
+                update_rejected=group["update_rejected"],
             )
             self.radius = res.radius
             global_accepted += int(res.accepted)
             theta, f, g = res.x, res.f, res.g
 
         set_flat_params_(self._params, theta)
+        self._state["step"] += 1
+        self._sync_state()
         self.last_info = {
             "radius": self.radius,
             "rho": rho,
@@ -282,22 +306,3 @@ class APTS(torch.optim.Optimizer):
             "global_accepted": global_accepted,
         }
         return f
-
-    # -- state ---------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        sd = super().state_dict()
-        sd["apts"] = {
-            "global_hess": self.global_hess.state_dict() if self.global_hess else None,
-            "local_hess": self.local_hess.state_dict() if self.local_hess else None,
-        }
-        return sd
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("apts")
-        super().load_state_dict(state_dict)
-        for name in ("global_hess", "local_hess"):
-            hess = getattr(self, name)
-            if hess is not None and extra[name] is not None:
-                p0 = self._params[0]
-                hess.load_state_dict(extra[name], device=p0.device, dtype=p0.dtype)

@@ -6,7 +6,7 @@ The symmetric rank-one (SR1) update of a Hessian approximation B with a pair
 .. math::
     B_+ = B + \frac{(y - Bs)(y - Bs)^T}{(y - Bs)^T s}.
 
-Starting from B₀ = γI and applying it to the last m accepted pairs gives, in the
+Starting from B₀ = γI and applying it to the last m stored pairs gives, in the
 compact form of Byrd, Nocedal and Schnabel (1994; Nocedal & Wright §7.2),
 
 .. math::
@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .checks import check_int, is_number
+
 __all__ = ["LSR1", "LSR1Spectrum"]
 
 _F64 = torch.float64
@@ -60,6 +62,13 @@ PIVOT_FACTOR = 10.0
 # (Ψ rank deficient): the Gram matrix in the vector dtype cannot resolve them, and keeping
 # them would make the implied basis ΨVμ^{-1/2} far from orthonormal.
 RANK_FACTOR = 10.0
+# Largest memory m accepted. Every update does O(m³) float64 host work (factorising and
+# inverting M⁻¹, the pivot check, two k×k eigen-decompositions in the subproblem) besides
+# its O(m·n) vector work: measured 5 ms at m = 16, 76 ms at m = 64, 0.47 s at m = 128 and
+# 2.5 s at m = 256 per update (n = 2000, one core), so beyond 128 the memory's bookkeeping
+# would dominate any model's forward/backward pass; and the (m+1)·n buffers are allocated
+# at construction by the optimizers. L-SR1 in practice uses m ≤ 30 (default 5).
+MAX_MEMORY = 128
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,11 @@ class LSR1:
     r"""Limited-memory SR1 approximation B = γI + ΨMΨᵀ of a Hessian (see module doc).
 
     Args:
-        memory: number m of (s, y) pairs kept; the oldest is dropped on overflow.
+        memory: number m of (s, y) pairs kept, 1 ≤ m ≤ ``MAX_MEMORY`` (128: the O(m³)
+            host work per update takes ~0.5 s there and grows as m³; see ``MAX_MEMORY``);
+            the oldest pair is dropped on overflow.
         gamma: the curvature γ > 0 that B assigns to every direction outside span(Ψ),
-            or ``"auto"``: γ = yᵀy / sᵀy of the newest accepted pair (1.0 when that is not
+            or ``"auto"``: γ = yᵀy / sᵀy of the newest stored pair (1.0 when that is not
             positive and finite, and before the first pair).
 
     Pairs are tested with the SR1 safeguard: (s, y) is skipped when anything is
@@ -101,16 +112,19 @@ class LSR1:
     """
 
     def __init__(self, memory: int = 5, gamma: float | str = 1e-3) -> None:
-        if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
-            raise ValueError(f"memory must be a positive integer, got {memory!r}")
-        if isinstance(gamma, str):
-            if gamma != "auto":
-                raise ValueError(f"gamma must be a positive number or 'auto', got {gamma!r}")
-        elif not (isinstance(gamma, int | float) and math.isfinite(gamma) and gamma > 0):
-            raise ValueError(f"gamma must be a positive finite number or 'auto', got {gamma!r}")
-        self.memory = memory
+        self.check_options(memory, gamma)
+        self.memory = int(memory)
         self._gamma_spec: float | str = gamma if gamma == "auto" else float(gamma)
+        self._Z: Tensor | None = None  # (m+1, n): row 0 staging, rows 1+slot hold ψ
+        self._W: Tensor | None = None  # (2, m, n): [S; Y] by slot, only with gamma="auto"
         self.reset()
+
+    @staticmethod
+    def check_options(memory: Any, gamma: Any) -> None:
+        """``ValueError`` (starting ``memory=...`` or ``gamma=...``) for invalid settings."""
+        check_int("memory", memory, 1, MAX_MEMORY)
+        if not (gamma == "auto" if isinstance(gamma, str) else is_number(gamma) and gamma > 0):
+            raise ValueError(f"gamma={gamma!r} must be a positive number or 'auto'")
 
     # ------------------------------------------------------------------ state
     @property
@@ -126,9 +140,8 @@ class LSR1:
         return len(self._slots)
 
     def reset(self) -> None:
-        """Forget all pairs (and, with ``gamma="auto"``, reset γ to 1)."""
-        self._Z: Tensor | None = None  # (m+1, n): row 0 staging, rows 1+slot hold ψ
-        self._W: Tensor | None = None  # (2, m, n): [S; Y] by slot, only with gamma="auto"
+        """Forget all pairs (and, with ``gamma="auto"``, reset γ to 1). Allocated buffers
+        stay allocated (their rows are unused until the next pairs overwrite them)."""
         self._slots: list[int] = []  # storage slot of each pair, oldest first
         self._gamma = 1.0 if self.auto_gamma else float(self._gamma_spec)
         e = torch.zeros(0, 0, dtype=_F64)
@@ -283,6 +296,16 @@ class LSR1:
         self._SP = SY - g * SS
         self._PP = self._YY - g * (SY + SY.T) + (g * g) * SS
 
+    def allocate(self, n: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        """Allocate the n-vector buffers now (else the first pair does), e.g. so that an
+        optimizer's state has its final shape from the start. No-op when already allocated
+        for size n; a different n is a ``ValueError``."""
+        if self._Z is not None:
+            if self._Z.shape[1] != n:
+                raise ValueError(f"memory holds vectors of size {self._Z.shape[1]}, not {n}")
+            return
+        self._allocate(n, dtype, torch.device(device))
+
     def _allocate(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
         if not dtype.is_floating_point:
             raise ValueError(f"LSR1 pairs must be floating point, got {dtype}")
@@ -394,24 +417,33 @@ class LSR1:
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
-        """A copy of the memory (vectors in storage order, Gram matrices, γ, slot order)."""
-        k = len(self._slots)
+        """The memory as a flat dict of tensors and plain values (ints, floats, bools, lists).
+
+        ``psi`` (and ``s``, ``y`` with ``gamma="auto"``) are the whole m×n buffers in storage
+        order, *references* to the live buffers as in torch's own ``state_dict``s (deep-copy
+        or save before updating on if you need a snapshot), None before allocation; their
+        shape depends on m and n only, so a fresh memory's state has the layout of a used
+        one (``torch.distributed.checkpoint`` loads in place). The k×k float64 matrices are
+        nested lists of floats: exact, and left alone by ``Optimizer.load_state_dict``,
+        which casts every tensor to the parameters' dtype. No strings (torch's loader
+        mangles them).
+        """
         Z, W = self._Z, self._W
         return {
             "memory": self.memory,
-            "gamma_spec": self._gamma_spec,
+            "auto_gamma": self.auto_gamma,
             "gamma": self._gamma,
             "n": None if Z is None else Z.shape[1],
             "slots": list(self._slots),
-            "psi": None if Z is None else Z[1 : 1 + k].clone(),
-            "s": None if W is None else W[0, :k].clone(),
-            "y": None if W is None else W[1, :k].clone(),
-            "PP": self._PP.clone(),
-            "SP": self._SP.clone(),
-            "SS": self._SS.clone(),
-            "SY": self._SY.clone(),
-            "YY": self._YY.clone(),
-            "M": self._M.clone(),
+            "psi": None if Z is None else Z[1:],
+            "s": None if W is None else W[0],
+            "y": None if W is None else W[1],
+            "PP": self._PP.tolist(),
+            "SP": self._SP.tolist(),
+            "SS": self._SS.tolist(),
+            "SY": self._SY.tolist(),
+            "YY": self._YY.tolist(),
+            "M": self._M.tolist(),
             "s2": list(self._s2),
             "y2": list(self._y2),
         }
@@ -422,25 +454,32 @@ class LSR1:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        """Restore :meth:`state_dict` output (n-vectors moved to ``device``/``dtype`` if given)."""
-        self.memory = int(state["memory"])
-        self._gamma_spec = state["gamma_spec"]
+        """Restore :meth:`state_dict` output into buffers of its own (copied, so ``state``
+        may be changed afterwards), n-vectors in ``device``/``dtype`` if given. The state
+        carries m and whether γ is ``"auto"``, so they replace this memory's settings."""
+        self.memory = check_int("memory", state["memory"], 1, MAX_MEMORY)
+        auto = state["auto_gamma"]
+        self._gamma_spec = "auto" if auto else float(state["gamma"])
+        self._Z, self._W = None, None
         self.reset()
         self._gamma = float(state["gamma"])
         self._slots = [int(i) for i in state["slots"]]
         for name in ("PP", "SP", "SS", "SY", "YY", "M"):
-            setattr(self, f"_{name}", state[name].to(dtype=_F64, device=_CPU).clone())
+            rows = state[name]
+            if isinstance(rows, Tensor):  # tolerate tensors (e.g. a hand-made state)
+                rows = rows.tolist()
+            setattr(self, f"_{name}", torch.tensor(rows, dtype=_F64).reshape(len(rows), len(rows)))
         self._s2 = [float(v) for v in state["s2"]]
         self._y2 = [float(v) for v in state["y2"]]
         psi = state["psi"]
         if psi is not None:
-            k = len(self._slots)
-            self._allocate(int(state["n"]), dtype or psi.dtype, device or psi.device)
+            self._allocate(int(state["n"]), dtype or psi.dtype, torch.device(device or psi.device))
             assert self._Z is not None
-            self._Z[1 : 1 + k].copy_(psi)
+            rows = min(psi.shape[0], self.memory)  # m rows, or k rows from an older format
+            self._Z[1 : 1 + rows].copy_(psi[:rows])
             if self._W is not None:
-                self._W[0, :k].copy_(state["s"])
-                self._W[1, :k].copy_(state["y"])
+                self._W[0, :rows].copy_(state["s"][:rows])
+                self._W[1, :rows].copy_(state["y"][:rows])
         self._invalidate()
 
 
