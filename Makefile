@@ -4,9 +4,9 @@ PY      ?= python3
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?= -m "not slow and not stress"
 
-.PHONY: install test test-slow test-all lint format train bench bench-net reproduce reproduce-quick clean
+.PHONY: install test test-slow test-stress test-all lint format train bench bench-net reproduce reproduce-quick clean
 
 install:            ## create .venv, install the pinned torch, then the package with dev tools
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,11 @@ install:            ## create .venv, install the pinned torch, then the package 
 test:               ## the test suite (fast tests; `make test-all` adds the slow ones)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-test-slow:          ## only the slow tests (accuracy on real data)
+test-slow:          ## only the slow tests (accuracy on real data, shaped links; CI runs them)
 	$(BIN)/pytest -q -m slow
+
+test-stress:        ## repetition loops and full grids (30 four-rank runs under load, resume grid)
+	$(BIN)/pytest -q -m stress
 
 test-all:           ## every test, slow ones included
 	$(BIN)/pytest -q

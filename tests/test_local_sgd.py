@@ -326,7 +326,8 @@ def test_runner_averages_every_h_steps_and_at_each_epoch_end(tmp_path):
         assert r["steps"] == math.ceil(1200 / 128) and r["steps"] % h != 0
         assert r["comm_calls"] == averages(r["steps"], h)  # no DDP: only the averages
         assert r["comm_bytes"] == r["comm_calls"] * FCNN_PARAMS * 4
-        assert r["comm_by_kind"]["calls"].keys() == {"optimizer", "metrics", "checkpoint"}
+        # the epoch's checkpoint gather is counted after its row is written
+        assert r["comm_by_kind"]["calls"].keys() - {"checkpoint"} == {"optimizer", "metrics"}
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     for rank in ckpt["ranks"]:  # saved after the epoch-end average

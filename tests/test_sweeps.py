@@ -117,7 +117,7 @@ def test_resume_is_bit_exact_on_two_ranks(tmp_path):
     _resume_matches_uninterrupted(tmp_path, [("adam", 2), ("apts", 2), ("local_adam", 2)])
 
 
-@pytest.mark.slow
+@pytest.mark.stress
 def test_resume_is_bit_exact_for_every_optimizer_and_rank_count(tmp_path):
     _resume_matches_uninterrupted(tmp_path, GRID)
 
