@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dist_harness import gather, run_ranks
+from state_helpers import assert_plain, dcp_round_trip, transport
 from test_apts import BATCH, make_problem
 from test_config import _compose
 from test_runner import FCNN_PARAMS, SMALL, read_metrics, run_cli
@@ -108,7 +109,7 @@ def _resume(rank, n, kind):
     for t in range(5):
         local_step(model, opt, x, y, rank, n, t)
     saved = pickle.loads(pickle.dumps((model.state_dict(), opt.state_dict())))
-    out = {"local_steps": saved[1]["local_steps"]}
+    out = {"local_steps": saved[1]["param_groups"][0]["local_steps"]}
     for label in ("straight", "resumed"):
         if label == "resumed":
             model, _, _ = make_problem(seed=1)  # other initial weights: all must come from saved
@@ -241,7 +242,7 @@ def test_one_process_is_bit_identical_to_the_plain_optimizer(local_cls, plain_cl
         for p, q in zip(model.parameters(), plain_model.parameters(), strict=True):
             assert torch.equal(p, q)
     local_state, plain_state = local.state_dict(), plain.state_dict()
-    assert local_state.pop("local_steps") == 2  # 3 steps, synchronize, 2 steps
+    assert local_state["param_groups"][0].pop("local_steps") == 2  # 3 steps, sync, 2 steps
     assert local_state["param_groups"] == plain_state["param_groups"]
     assert local_state["state"].keys() == plain_state["state"].keys()
     for i, state in plain_state["state"].items():
@@ -331,4 +332,26 @@ def test_runner_averages_every_h_steps_and_at_each_epoch_end(tmp_path):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     for rank in ckpt["ranks"]:  # saved after the epoch-end average
-        assert rank["optimizer"]["local_steps"] == 0
+        assert rank["optimizer"]["param_groups"][0]["local_steps"] == 0
+
+
+@pytest.mark.parametrize("cls", [LocalSGD, LocalAdam])
+def test_period_counter_survives_plain_loads_and_distributed_checkpoint(cls, tmp_path):
+    """The counter is an ordinary state-dict entry: torch.load(weights_only=True) and
+    torch.distributed.checkpoint keep it, and a plain SGD/Adam state dict starts a period."""
+    model, x, y = make_problem(dtype=torch.float32)
+    opt = cls(model.parameters(), sync_every=H, lr=1e-2)
+    for t in range(H + 2):
+        local_step(model, opt, x, y, 0, 1, t)
+    assert opt.local_steps == 2
+    assert_plain(opt.state_dict())
+    fresh = cls(make_problem(dtype=torch.float32)[0].parameters(), sync_every=H, lr=1e-2)
+    fresh.load_state_dict(transport(opt.state_dict(), "torch.save"))
+    assert fresh.local_steps == 2
+    model2 = make_problem(dtype=torch.float32, seed=1)[0]
+    opt2 = cls(model2.parameters(), sync_every=H, lr=1e-2)
+    dcp_round_trip(model, opt, model2, opt2, tmp_path / "dcp")
+    assert opt2.local_steps == 2
+    plain = (torch.optim.SGD if cls is LocalSGD else torch.optim.Adam)(model.parameters(), lr=1e-2)
+    fresh.load_state_dict(plain.state_dict())
+    assert fresh.local_steps == 0

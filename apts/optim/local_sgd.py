@@ -73,14 +73,16 @@ def _average_periodically(opt: _LocalAveraging, args: Any, kwargs: Any) -> None:
 class _LocalAveraging:
     """Periodic parameter averaging for a ``torch.optim.Optimizer`` subclass (a mixin).
 
-    ``local_steps`` counts the steps since the last average (0 right after one); it is
-    saved in :meth:`state_dict` next to the inner optimizer's ``state`` and
-    ``param_groups`` so that a resumed run averages at the same steps.
+    ``local_steps`` counts the steps since the last average (0 right after one). It lives
+    in the first parameter group, where ``state_dict``/``load_state_dict`` (and
+    ``torch.distributed.checkpoint``) carry it like any group entry, so a resumed run
+    averages at the same steps; a plain SGD/Adam state dict, without it, starts a new
+    period. (Not in ``Optimizer.state``: Adam initialises a parameter's state when it is
+    empty, and a counter there would make it skip that.)
     """
 
     comm: Any
     sync_every: int
-    local_steps: int
 
     def _init_averaging(self, comm: Any, sync_every: int) -> None:
         # one flat all-reduce needs one dtype and one device
@@ -90,8 +92,16 @@ class _LocalAveraging:
         self.local_steps = 0
         self.register_step_post_hook(_average_periodically)
 
+    @property
+    def local_steps(self) -> int:
+        return int(self.param_groups[0].get("local_steps", 0))  # type: ignore[attr-defined]
+
+    @local_steps.setter
+    def local_steps(self, value: int) -> None:
+        self.param_groups[0]["local_steps"] = value  # type: ignore[attr-defined]
+
     def _all_params(self) -> list[torch.Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
+        return [p for group in self.param_groups for p in group["params"]]  # type: ignore[attr-defined]
 
     def _average(self) -> None:
         """θ ← mean over ranks of θ: one all-reduce of n numbers, kind ``optimizer``."""
@@ -112,19 +122,6 @@ class _LocalAveraging:
         """
         if self.local_steps > 0:
             self._average()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The inner optimizer's ``state`` and ``param_groups`` plus ``local_steps``."""
-        sd = super().state_dict()  # type: ignore[misc]
-        sd["local_steps"] = self.local_steps
-        return sd
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore this rank's state; a plain SGD/Adam state dict starts a new period."""
-        state_dict = dict(state_dict)
-        local_steps = state_dict.pop("local_steps", 0)
-        super().load_state_dict(state_dict)  # type: ignore[misc]
-        self.local_steps = int(local_steps)
 
 
 class LocalSGD(_LocalAveraging, torch.optim.SGD):
