@@ -51,6 +51,7 @@ __all__ = [
     "RunMetrics",
     "allreduce_time",
     "collectives_time",
+    "format_seconds",
     "markdown_table",
     "project",
 ]
@@ -204,7 +205,8 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _fmt_s(x: float | None) -> str:
+def format_seconds(x: float | None) -> str:
+    """Seconds for a table: 0 decimals from 100 s, 1 from 1 s, 3 below; "–" for None/NaN."""
     if x is None or not math.isfinite(x):
         return "–"
     if x >= 100:
@@ -243,9 +245,10 @@ def markdown_table(
             elif p.time_to_target_s is None:
                 tt = "not reached"
             else:
-                tt = f"{le}{_fmt_s(p.time_to_target_s)} (epoch {p.epoch_to_target})"
+                tt = f"{le}{format_seconds(p.time_to_target_s)} (epoch {p.epoch_to_target})"
+            per_epoch = le + format_seconds(p.s_per_epoch)
             lines.append(
-                f"| {_md(run.method)} | {run.n} | {_md(link.name)} | {le}{_fmt_s(p.s_per_epoch)} "
-                f"| {_fmt_s(comm)} | {tt} |"
+                f"| {_md(run.method)} | {run.n} | {_md(link.name)} | {per_epoch} "
+                f"| {format_seconds(comm)} | {tt} |"
             )
     return lines
