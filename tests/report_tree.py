@@ -58,12 +58,14 @@ def write_run(
     comm: int | list[int] = 36,
     bytes_per_call: int = 1000,
     wall: float = 1.0,
+    comm_s: float | None = None,
     status: str | None = "completed",
     summary: dict[str, Any] | None = None,
     extra_lines: list[str] = (),
 ) -> Path:
     """A run directory: config.yaml, metrics.jsonl (one line per entry of ``accs``; None is
-    written as null) and summary.json with ``status`` (None: no summary)."""
+    written as null; every epoch ``wall_s = wall`` and, unless None, ``comm_s``) and
+    summary.json with ``status`` (None: no summary)."""
     d.mkdir(parents=True, exist_ok=True)  # a Hydra job directory may exist already
     (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     lines, calls_total = [], 0
@@ -80,6 +82,8 @@ def write_run(
             "comm_bytes_total": bytes_per_call * calls_total,
             "wall_s": wall,
         }
+        if comm_s is not None:
+            rec["comm_s"] = comm_s
         lines.append(json.dumps(rec))
     (d / "metrics.jsonl").write_text("\n".join([*lines, *extra_lines]) + "\n")
     if status is not None:

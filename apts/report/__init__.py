@@ -2,7 +2,7 @@
 
 Usage::
 
-    apts-report RUN_DIR... [--out DIR] [--target ACC] [--title T]
+    apts-report RUN_DIR... [--out DIR] [--target ACC] [--title T] [--net-bench NET_JSON]
 
 Every directory under the given paths that holds a ``config.yaml`` or a
 ``metrics.jsonl`` is a run (``.hydra/`` folders and other hidden folders are not
@@ -16,7 +16,11 @@ ablation study and ``acc_vs_n.png`` for a study over ``subdomains``.
 
 Sections: what was run; *Run status* (runs that did not complete, planned jobs of a
 sweep that left no results); final accuracy; plots; *Who wins at equal
-communication*; the published numbers; tuning cost; *Ablations*; every run; notes.
+communication*; *Time on a network* (each configuration's measured compute time and
+collectives projected onto typical links, and, given ``make bench-net``'s
+``net.json``, the network model against those measurements: ``--net-bench``, by
+default ``outputs/bench/net.json`` when it exists); the published numbers; tuning
+cost; *Ablations*; every run; notes.
 
 Definitions used in the report:
 
@@ -48,7 +52,7 @@ Modules: :mod:`~apts.report.runs` (finding and reading run directories),
 :mod:`~apts.report.multirun` (the jobs a Hydra sweep planned),
 :mod:`~apts.report.groups` (configurations, sweeps, targets), :mod:`~apts.report.plots`,
 the sections (:mod:`~apts.report.status`, :mod:`~apts.report.sections`,
-:mod:`~apts.report.communication`, :mod:`~apts.report.paper`,
+:mod:`~apts.report.communication`, :mod:`~apts.report.network`, :mod:`~apts.report.paper`,
 :mod:`~apts.report.tuning`, :mod:`~apts.report.ablations`),
 :mod:`~apts.report.build` (report.md) and :mod:`~apts.report.cli` (``apts-report``).
 """

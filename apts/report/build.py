@@ -21,6 +21,7 @@ from apts.report.groups import (
     sweeps,
 )
 from apts.report.multirun import Multirun
+from apts.report.network import BenchRow, network_section
 from apts.report.paper import paper_section
 from apts.report.plots import plot_ablations, plot_acc_vs_comm, plot_comm_matched, plot_val_acc
 from apts.report.runs import Run, Skipped
@@ -65,9 +66,12 @@ def comm_figures(plot_panels: Panels, out: Path) -> dict[tuple[str, str], str]:
     return names
 
 
-def comparison_sections(groups: list[Group], out: Path, target: float | None) -> tuple:
+def comparison_sections(
+    groups: list[Group], out: Path, target: float | None, net_bench: list[BenchRow] | None = None
+) -> tuple:
     """The main comparison (completed runs outside any study): final accuracy, plots, equal
-    communication, published numbers, tuning cost; returns (lines, target notes)."""
+    communication, time on a network (checked against ``net_bench``), published numbers,
+    tuning cost; returns (lines, target notes)."""
     by_panel = panels(groups)
     targets, target_notes = targets_per_panel(by_panel, target)
     plot_panels = {p: plotted_groups(gs) for p, gs in by_panel.items()}
@@ -77,6 +81,7 @@ def comparison_sections(groups: list[Group], out: Path, target: float | None) ->
     lines = final_accuracy_section(by_panel, targets)
     lines += plots_section(hidden, no_comm)
     lines += equal_comm_section(plot_panels, comm_figures(plot_panels, out))
+    lines += network_section(plot_panels, targets, net_bench)
     lines += paper_section(by_panel, groups)
     lines += tuning_section(by_panel, groups)
     return lines, target_notes
@@ -103,8 +108,12 @@ def build_report(
     target: float | None = None,
     title: str = "APTS experiment report",
     multiruns: list[Multirun] | None = None,
+    net_bench: list[BenchRow] | None = None,
 ) -> Path:
     """Write ``out/report.md`` and its figures; returns the path of report.md.
+
+    ``net_bench``: the runs of a ``make bench-net`` result (:func:`load_net_bench`), the
+    check of *Time on a network*; None: the section says how to make one.
 
     Runs with a ``study`` go to *Ablations* only; runs that did not complete are listed
     in *Run status* and *Runs* and left out of every statistic.
@@ -123,7 +132,7 @@ def build_report(
     lines += status_section(runs, skipped, multiruns or [], labels)
     target_notes: list[str] | None = None
     if groups:
-        comparison, target_notes = comparison_sections(groups, out, target)
+        comparison, target_notes = comparison_sections(groups, out, target, net_bench)
         lines += comparison
     elif main_runs:
         outside = " outside the ablation studies" if study_runs else ""

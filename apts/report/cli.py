@@ -10,6 +10,7 @@ from pathlib import Path
 from apts.report.build import build_report
 from apts.report.groups import AUTO_TARGET_FACTOR
 from apts.report.multirun import find_multiruns
+from apts.report.network import DEFAULT_NET_BENCH, BenchRow, NetBenchError, load_net_bench
 from apts.report.runs import load_runs
 
 PROG = "apts-report"
@@ -20,7 +21,7 @@ class NoRuns(Exception):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """``RUN_DIR... [--out DIR] [--target ACC] [--title T]``."""
+    """``RUN_DIR... [--out DIR] [--target ACC] [--title T] [--net-bench NET_JSON]``."""
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Tables and plots (report.md and its PNG figures) from run directories "
@@ -39,7 +40,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"per dataset, {AUTO_TARGET_FACTOR:g} x the lowest per-optimizer best final accuracy)",
     )
     p.add_argument("--title", default="APTS experiment report", help="report title")
+    p.add_argument(
+        "--net-bench",
+        type=Path,
+        default=None,
+        metavar="NET_JSON",
+        help="measurements of `make bench-net` to check the network model against (default: "
+        f"{DEFAULT_NET_BENCH} when it exists)",
+    )
     return p.parse_args(argv)
+
+
+def net_bench_rows(path: Path | None) -> list[BenchRow] | None:
+    """The runs of ``--net-bench`` (an error when it is missing), else of
+    :data:`DEFAULT_NET_BENCH` when it exists, else None."""
+    if path is None:
+        if not DEFAULT_NET_BENCH.is_file():
+            return None
+        path = DEFAULT_NET_BENCH
+    return load_net_bench(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             raise NoRuns(f"no runs (config.yaml or metrics.jsonl) found under {where}")
         if args.target is not None and not math.isfinite(args.target):
             raise NoRuns(f"--target must be a finite number, got {args.target}")
-    except NoRuns as e:
+        net_bench = net_bench_rows(args.net_bench)
+    except (NoRuns, NetBenchError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     for msg in problems:
@@ -72,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         target=args.target,
         title=args.title,
         multiruns=find_multiruns(roots),
+        net_bench=net_bench,
     )
     print(path)
     return 0
