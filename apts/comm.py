@@ -46,6 +46,7 @@ class Comm:
         self.seconds: Counter[str] = Counter()
         self.record_sizes = record_sizes
         self.sizes: list[tuple[str, int]] = []
+        self.ddp_local = False  # ddp_hook reduces nothing (see apts.train.settle_ddp_buckets)
 
     def _count(self, kind: str, tensor: torch.Tensor) -> None:
         self.calls[kind] += 1
@@ -106,6 +107,10 @@ class Comm:
         """DDP communication hook: the default mean all-reduce, counted as ``ddp``."""
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
+        if comm.ddp_local:
+            done: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+            done.set_result(bucket.buffer())
+            return done
         comm._count("ddp", bucket.buffer())
         return allreduce_hook(None, bucket)
 

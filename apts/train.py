@@ -179,10 +179,33 @@ def build(cfg: dict, ds: Dataset) -> Setup:
             forward_sync_buffers=False,
         )
         net.register_comm_hook(comm, Comm.ddp_hook)
+        settle_ddp_buckets(net, model, ds.shape, device, comm)
     opt = build_optimizer(cfg["optimizer"], model, comm)
     name = cfg["optimizer"]["name"]
     overlap = cfg["overlap"] if name == "apts" else 0.0
     return Setup(model, net, opt, comm, device, name in CLOSURE_OPTIMIZERS, overlap)
+
+
+def settle_ddp_buckets(net, model: torch.nn.Module, shape, device, comm: Comm) -> None:
+    """One backward pass through DDP before training, local only (nothing is reduced or
+    counted; the gradients are zero and dropped), in eval mode (no statistics change,
+    no random numbers drawn).
+
+    DDP reduces its first step's gradients in one bucket in parameter order, then rebuilds
+    its buckets once in the order the gradients became ready. A resumed run's first step
+    would otherwise be reduced in the first layout while the uninterrupted run used the
+    rebuilt one; a ring all-reduce sums each element in an order that depends on its
+    offset, and at N >= 3 floating-point sums depend on the order. With this pass every
+    run, fresh or resumed, reduces every step in the rebuilt layout."""
+    was_training = model.training
+    model.eval()
+    comm.ddp_local = True
+    try:
+        net(torch.zeros(2, *shape, device=device)).sum().backward()
+    finally:
+        comm.ddp_local = False
+        model.train(was_training)
+    model.zero_grad(set_to_none=True)
 
 
 @dataclass

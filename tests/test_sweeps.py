@@ -113,8 +113,10 @@ def _resume_matches_uninterrupted(tmp_path: Path, grid: list[tuple[str, int]]) -
         assert without_timings(got) == without_timings(want), path.parent.name
 
 
-def test_resume_is_bit_exact_on_two_ranks(tmp_path):
-    _resume_matches_uninterrupted(tmp_path, [("adam", 2), ("apts", 2), ("local_adam", 2)])
+def test_resume_is_bit_exact_on_four_ranks(tmp_path):
+    # DDP at N=4: a sum of four is not commutative in floating point, so the gradient
+    # buckets' layout must be the same in the resumed run as in the uninterrupted one
+    _resume_matches_uninterrupted(tmp_path, [("adam", 4), ("apts", 4), ("local_adam", 4)])
 
 
 @pytest.mark.stress
