@@ -195,6 +195,7 @@ def _burn() -> subprocess.Popen:
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(3600)
 def test_thirty_four_rank_runs_under_load_all_finish(tmp_path):
     # every rank passes a final barrier and leaves through os._exit: none aborts at exit
     burner = _burn()

@@ -95,12 +95,23 @@ def _resume_matches_uninterrupted(tmp_path: Path, grid: list[tuple[str, int]]) -
     opts = ",".join(sorted({o for o, _ in grid}))
     ns = ",".join(str(n) for n in sorted({n for _, n in grid}))
     sweep = [*SMALL, "batch_size=400", f"optimizer={opts}", f"subdomains={ns}"]
-    r = cli("-m", *sweep, "epochs=3", f"hydra.sweep.dir={tmp_path}/straight", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = cli("-m", *sweep, "epochs=1", f"hydra.sweep.dir={tmp_path}/resumed", cwd=tmp_path)
+    t = 120 * len(grid)  # seconds per sweep: generous, the grid runs on shared cores
+    r = cli(
+        "-m", *sweep, "epochs=3", f"hydra.sweep.dir={tmp_path}/straight", cwd=tmp_path, timeout=t
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     r = cli(
-        "-m", *sweep, "epochs=3", "resume=auto", f"hydra.sweep.dir={tmp_path}/resumed", cwd=tmp_path
+        "-m", *sweep, "epochs=1", f"hydra.sweep.dir={tmp_path}/resumed", cwd=tmp_path, timeout=t
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli(
+        "-m",
+        *sweep,
+        "epochs=3",
+        "resume=auto",
+        f"hydra.sweep.dir={tmp_path}/resumed",
+        cwd=tmp_path,
+        timeout=t,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     straight = sorted((tmp_path / "straight").glob("*/metrics.jsonl"))
@@ -120,6 +131,7 @@ def test_resume_is_bit_exact_on_four_ranks(tmp_path):
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(7200)
 def test_resume_is_bit_exact_for_every_optimizer_and_rank_count(tmp_path):
     _resume_matches_uninterrupted(tmp_path, GRID)
 
