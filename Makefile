@@ -8,11 +8,11 @@ PYTEST_ARGS ?= -m "not slow and not stress"
 
 .PHONY: install test test-slow test-stress test-all lint format train bench bench-net reproduce reproduce-quick clean
 
-install:            ## create .venv, install the pinned torch, then the package with dev tools
+install:            ## create .venv, install the pinned torch, then the package with dev and cluster tools
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,cluster]"
 
 test:               ## the test suite (fast tests; `make test-all` adds the slow ones)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
