@@ -17,6 +17,7 @@ Nothing here knows about optimizers' maths.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from apts.launch import LaunchResult, launch, torchrun_env
+from apts.launch import LaunchResult, in_submitit_world, launch, submitit_world, torchrun_env
 from apts.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
 from apts.precheck import precheck
 from apts.rundir import LOCK, RunDirError, claim, read_summary, record_outcome, saved_config
@@ -99,6 +100,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    submitit_world()  # a task of a cluster job: join its tasks' world (env://)
     run_dir = Path(cfg.out_dir or hc.runtime.output_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
@@ -112,8 +114,19 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
 
 def _job_end(result: LaunchResult, run_dir: Path, multirun: bool, label: str) -> dict[str, Any]:
     """Report a job: a single run exits with its code, a sweep's job records its failure
-    and lets the sweep go on (a signal stops the sweep)."""
-    if torchrun_env() is not None:
+    and lets the sweep go on (a signal stops the sweep).
+
+    A task of a cluster job (submitit) returns, whatever happened, so that submitit
+    pickles every task's result and the launcher collects the sweep: the sweep's process
+    reads each job's outcome from its directory (:class:`SweepReport`)."""
+    if in_submitit_world():
+        # leave through os._exit once submitit has pickled the result (see apts.lifecycle:
+        # gloo's threads may abort a normal interpreter exit); the outcome is in run_dir
+        atexit.register(exit_rank, 0)
+        env = torchrun_env() or {}
+        if env.get("rank") != 0:
+            return {"status": result.status, "dir": str(run_dir), "rank": env.get("rank")}
+    elif torchrun_env() is not None:
         if result.error and (torchrun_env() or {}).get("rank") == 0:
             print(f"{PROG}: error: {result.error}", file=sys.stderr)
         exit_rank(result.exit_code)
@@ -122,7 +135,7 @@ def _job_end(result: LaunchResult, run_dir: Path, multirun: bool, label: str) ->
         return {"status": "skipped", "dir": str(run_dir)}
     if result.error is None:
         return {"status": result.status, "dir": str(run_dir), **result.final}
-    if not multirun or result.status == "interrupted":
+    if (not multirun or result.status == "interrupted") and "SUBMITIT_EXECUTOR" not in os.environ:
         if result.exit_code == EXIT_CONFIG and not multirun and result.claimed:
             _discard_if_empty(run_dir)
         what = f"job {label}: " if multirun else ""
@@ -206,4 +219,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m apts.cli`: run the module `apts.cli`, not this `__main__` copy, so that the
+    # SweepReport callback (configs/train.yaml names apts.cli.SweepReport) fills the same
+    # _failed_jobs that main() reports: a cluster sweep's failures are only seen there
+    from apts.cli import main as _main
+
+    _main()

@@ -86,6 +86,38 @@ def torchrun_env() -> dict[str, int] | None:
     }
 
 
+def submitit_world() -> dict[str, int] | None:
+    """In a task of a submitit job with several tasks (``hydra/launcher=cluster`` or
+    ``cluster_local``): export the job's world as the ``env://`` variables (RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, from submitit's
+    ``TorchDistributedEnvironment``) and return :func:`torchrun_env`, so the task joins
+    like a torchrun rank. None outside submitit and for a one-task job, which spawns its
+    ranks itself (:func:`launch`).
+
+    A one-node job meets on 127.0.0.1 (submitit names the node by its hostname, which a
+    machine without a network may not resolve); the port is submitit's, drawn from the job
+    id, so the jobs of a sweep sharing a node use different ports.
+    """
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
+    from submitit import JobEnvironment
+    from submitit.helpers import TorchDistributedEnvironment
+
+    job = JobEnvironment()
+    if job.num_tasks == 1:
+        return None
+    # CUDA_VISIBLE_DEVICES is left to SLURM (--gpus-per-task gives each task its GPU)
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    if job.num_nodes == 1:
+        os.environ["MASTER_ADDR"] = "127.0.0.1"
+    return torchrun_env()
+
+
+def in_submitit_world() -> bool:
+    """This process is one task (rank) of a multi-task submitit job."""
+    return "SUBMITIT_EXECUTOR" in os.environ and torchrun_env() is not None
+
+
 @contextmanager
 def rendezvous_dir() -> Iterator[Path]:
     """A private temporary directory for one job (rendezvous file, rank reports), removed
@@ -453,12 +485,15 @@ def join_world(
         return LaunchResult(
             EXIT_CONFIG,
             "failed",
-            f"subdomains={cfg['subdomains']} but torchrun started WORLD_SIZE={env['world_size']} "
-            f"processes; pass subdomains={env['world_size']} or change --nproc-per-node/--nnodes",
+            f"subdomains={cfg['subdomains']} but torchrun/SLURM started WORLD_SIZE="
+            f"{env['world_size']} processes; pass subdomains={env['world_size']} or change "
+            "--nproc-per-node/--nnodes (hydra.launcher.tasks_per_node/nodes)",
+            claimed=False,
         )
     device = resolve_device(cfg)
     if device == "cuda":
-        torch.cuda.set_device(env["local_rank"])
+        # one visible GPU: the scheduler gave this task its own (SLURM --gpus-per-task)
+        torch.cuda.set_device(0 if torch.cuda.device_count() == 1 else env["local_rank"])
     else:
         _set_loopback_iface(os.environ.get("MASTER_ADDR", ""))
     dist.init_process_group(
@@ -475,7 +510,7 @@ def join_world(
             store.set("apts/plan", json.dumps({"error": str(e)}))
     decided = json.loads(store.get("apts/plan"))
     if "error" in decided:
-        return LaunchResult(EXIT_CONFIG, "failed", decided["error"])
+        return LaunchResult(EXIT_CONFIG, "failed", decided["error"], claimed=False)
     plan = Plan(decided["action"], decided["note"])
     if plan.action == "skip":
         return LaunchResult(status="skipped", error=None, final={"note": plan.note})
@@ -490,7 +525,12 @@ def join_world(
             ds = load_data(cfg, download=False)
         check_data_fits(cfg, ds)
     except (DataError, ConfigError) as e:
-        return LaunchResult(EXIT_CONFIG, "failed", str(e))
+        if rank == 0:  # no rank trains: the claimer says why in summary.json
+            try:
+                record_outcome(run_dir, "failed", str(e))
+            except RunDirError:
+                pass
+        return LaunchResult(EXIT_CONFIG, "failed", str(e), claimed=False)
     out = run_rank(cfg, run_dir, ds, rank, env["world_size"], plan, None)
     if out.code != EXIT_OK and rank == 0 and out.trace:
         out.reason = f"{out.reason} (traceback in {Path(run_dir) / 'error.log'})"

@@ -11,6 +11,7 @@ config goes through :func:`apts.validate.validate`. Any failure is a one-line
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,59 @@ def check_job(cfg: DictConfig, multirun: bool) -> dict[str, Any]:
     return job
 
 
+SUBMITIT_PLUGIN = "hydra_plugins.hydra_submitit_launcher"
+
+
+def check_cluster_launcher(argv_overrides: list[str]) -> None:
+    """``hydra/launcher=cluster|cluster_local`` needs the ``cluster`` extra (and SLURM)."""
+    import importlib.util
+
+    for arg in argv_overrides:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "hydra/launcher" and value.startswith("cluster"):
+            if importlib.util.find_spec(SUBMITIT_PLUGIN) is None:
+                raise ConfigError(
+                    f"hydra/launcher={value} needs hydra-submitit-launcher: "
+                    'pip install -e ".[cluster]" (or make install)'
+                )
+            if value == "cluster" and shutil.which("sbatch") is None:
+                raise ConfigError(
+                    "hydra/launcher=cluster submits SLURM jobs but sbatch is not on PATH: run "
+                    "it on the cluster's login node, or try the jobs here with "
+                    "hydra/launcher=cluster_local"
+                )
+
+
+def check_cluster_tasks(argv_overrides: list[str], jobs: list[list[str]]) -> None:
+    """Under a submitit launcher (``hydra/launcher=cluster|cluster_local``) a job asks for
+    one task per rank. Hydra resolves ``hydra.launcher`` once, from the config before the
+    sweep, so every job of a sweep gets the same tasks: a job whose ``subdomains`` differs
+    is refused, unless ``hydra.launcher.tasks_per_node=1`` was asked for (each job then
+    spawns its ranks inside its one task)."""
+    parsed = _parse(argv_overrides)
+    master = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
+    launcher = master.hydra.launcher
+    if not str(launcher.get("_target_", "")).startswith(SUBMITIT_PLUGIN):
+        return
+    try:
+        tasks = int(launcher.tasks_per_node) * int(launcher.nodes)
+    except Exception as e:
+        raise ConfigError(f"bad hydra.launcher value: {_one_line(e.__cause__ or e)}") from None
+    one_task = tasks == 1 and any(
+        o.get_key_element().lstrip("+~") == "hydra.launcher.tasks_per_node" for o in parsed
+    )
+    for job in jobs:
+        n = _compose(job).subdomains
+        if tasks != n and not one_task:
+            raise ConfigError(
+                f"hydra.launcher asks every job for {tasks} tasks (tasks_per_node x nodes, from "
+                f"the config before the sweep) but a job has subdomains={n}: Hydra gives all "
+                "jobs of a sweep the same resources, so run one sweep per subdomains value "
+                "(scripts/reproduce.py --launcher does), or set hydra.launcher.tasks_per_node=1 "
+                "and each job spawns its ranks in one task"
+            )
+
+
 def precheck(argv: list[str], config_dir: Path) -> int:
     """Check every job of the command line ``argv``; returns the number of jobs.
     Hydra's own modes (``--help``, ``--cfg``, ...) are left to Hydra."""
@@ -163,8 +217,11 @@ def precheck(argv: list[str], config_dir: Path) -> int:
     multirun = bool(flags)
     overrides = [a for a in argv if not a.startswith("-")]
     check_group_overrides(overrides, config_dir)
+    check_cluster_launcher(overrides)
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         jobs = jobs_of(overrides, multirun)
         for job in jobs:
             check_job(_compose(job), multirun)
+        if multirun:
+            check_cluster_tasks(overrides, jobs)
     return len(jobs)

@@ -24,13 +24,29 @@ GROUPS = ("dataset", "model", "optimizer", "launcher", "experiment")
 
 def _register_resolvers() -> None:
     """``${apts_uid:}`` in run directory names (configs/train.yaml): random, and fixed
-    for the life of this process, so two runs started in the same second never meet."""
+    for the life of this process, so two runs started in the same second never meet.
+    ``${apts_gpus:${device}}`` and ``${apts_per_node:...}`` (configs/hydra/launcher/): a
+    cluster task's GPUs (1 with ``device=cuda``, else none) and the tasks on each node."""
     import secrets
 
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("apts_uid"):
         OmegaConf.register_new_resolver("apts_uid", lambda: secrets.token_hex(3), use_cache=True)
+    if not OmegaConf.has_resolver("apts_gpus"):
+        OmegaConf.register_new_resolver("apts_gpus", lambda device: 1 if device == "cuda" else None)
+    if not OmegaConf.has_resolver("apts_per_node"):
+        OmegaConf.register_new_resolver("apts_per_node", _tasks_per_node)
+
+
+def _tasks_per_node(subdomains: int, nodes: int) -> int:
+    """``${apts_per_node:${subdomains},${.nodes}}``: one cluster task per rank, spread
+    evenly over the job's nodes."""
+    if nodes < 1 or subdomains % nodes:
+        raise ValueError(
+            f"subdomains={subdomains} cannot be spread evenly over hydra.launcher.nodes={nodes}"
+        )
+    return subdomains // nodes
 
 
 _register_resolvers()
