@@ -20,6 +20,12 @@ meant to run unattended and to be run again:
   checkpoint, job by job (``--force`` moves old results aside and starts afresh);
 - SIGTERM/SIGINT (SLURM pre-emption) stops the running job cleanly and the whole
   command with 143/130: run it again to continue.
+
+``--launcher cluster --partition P`` submits every job as a SLURM job instead (Hydra's
+submitit launcher, ``configs/hydra/launcher/cluster.yaml``): all presets at once, one sweep
+per ``subdomains`` value, each job asking for one task per rank; the command waits for
+them all, then writes the report. ``--launcher cluster_local`` runs the same jobs through
+submitit on this machine.
 """
 
 from __future__ import annotations
@@ -64,6 +70,49 @@ def check_data(datasets: list[str], data_dir: str | None) -> None:
             raise SystemExit(2) from None
 
 
+def subdomain_values(preset: str) -> list[str]:
+    """The values of ``subdomains`` a preset sweeps over (none: it sweeps none)."""
+    from omegaconf import OmegaConf
+
+    from apts.validate import CONFIG_DIR
+
+    cfg = OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml")
+    values = OmegaConf.select(cfg, "hydra.sweeper.params.subdomains")
+    return [] if values is None else [v.strip() for v in str(values).split(",")]
+
+
+def sweep_commands(preset: str, sweep: Path, extra: list[str], split: bool) -> list[list[str]]:
+    """The apts-train command(s) of one preset. ``split``: one sweep per subdomains value
+    (a cluster launcher asks the same tasks for every job of a sweep); they share the
+    preset's folder, their jobs' names differ by ``subdomains=N``."""
+    cmd = [sys.executable, "-m", "apts.cli", "-m", f"experiment={preset}"]
+    cmd += [f"hydra.sweep.dir={sweep}", "resume=auto", *extra]
+    if not split or any(a.startswith("subdomains=") for a in extra):
+        return [cmd]
+    return [[*cmd, f"subdomains={n}"] for n in subdomain_values(preset)] or [cmd]
+
+
+def submit_all(sweeps: dict[str, list[list[str]]]) -> list[str]:
+    """Start every sweep at once (each waits on its cluster jobs); the presets whose
+    sweeps did not all end with exit code 0."""
+    t0 = time.perf_counter()
+    procs = []
+    for preset, cmds in sweeps.items():
+        for cmd in cmds:
+            print(f"reproduce: {preset}: {' '.join(cmd[3:])}", flush=True)
+            procs.append((preset, subprocess.Popen(cmd)))
+    try:
+        codes = [(preset, p.wait()) for preset, p in procs]
+    except KeyboardInterrupt:  # the submitted cluster jobs go on; a re-run picks them up
+        for _, p in procs:
+            p.terminate()
+        for _, p in procs:
+            p.wait()
+        raise SystemExit(130) from None
+    print(f"reproduce: every sweep ended after {time.perf_counter() - t0:.0f}s", flush=True)
+    return sorted({preset for preset, code in codes if code != 0})
+
+
 def run_preset(preset: str, sweep: Path, extra: list[str]) -> int:
     """One preset's sweep; its exit code (jobs that fail are recorded in their folders)."""
     cmd = [sys.executable, "-m", "apts.cli", "-m", f"experiment={preset}"]
@@ -83,6 +132,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="outputs/reproduce")
     ap.add_argument("--data-dir", default=None, help="dataset.data_dir for every run")
     ap.add_argument("--force", action="store_true", help="move old results aside, start afresh")
+    ap.add_argument(
+        "--launcher",
+        choices=["cluster", "cluster_local"],
+        help="submit every job through Hydra's submitit launcher (cluster: SLURM), all presets "
+        "at once, one sweep per subdomains value",
+    )
+    ap.add_argument("--partition", help="SLURM partition (hydra.launcher.partition)")
+    ap.add_argument("--timeout-min", type=int, help="time limit of each job, minutes")
+    ap.add_argument("--cpus-per-task", type=int, help="CPUs of each task (one task per rank)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args(argv)
 
@@ -93,6 +151,14 @@ def main(argv: list[str] | None = None) -> None:
     extra = list(args.overrides)
     if args.data_dir:
         extra.append(f"dataset.data_dir={args.data_dir}")
+    passed = {"partition": args.partition, "timeout_min": args.timeout_min}
+    passed["cpus_per_task"] = args.cpus_per_task
+    if args.launcher:
+        extra.append(f"hydra/launcher={args.launcher}")
+        extra += [f"hydra.launcher.{k}={v}" for k, v in passed.items() if v is not None]
+    elif any(v is not None for v in passed.values()):
+        ap.error("--partition, --timeout-min and --cpus-per-task need --launcher")
+    parallel: dict[str, list[list[str]]] = {}
     sweeps, failed = [], []
     for preset in args.presets or profile["presets"]:
         sweep = root / preset
@@ -101,12 +167,17 @@ def main(argv: list[str] | None = None) -> None:
             aside = sweep.with_name(f"{sweep.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
             sweep.rename(aside)
             print(f"reproduce: {preset}: old results moved to {aside}")
+        if args.launcher:
+            parallel[preset] = sweep_commands(preset, sweep, extra, split=True)
+            continue
         code = run_preset(preset, sweep, extra)
         if code in (130, 143):  # interrupted: stop here, a re-run continues
             print("reproduce: stopped; run the same command again to continue", file=sys.stderr)
             raise SystemExit(code)
         if code != 0:
             failed.append(preset)
+    if parallel:
+        failed = submit_all(parallel)
     report = [sys.executable, "-m", "apts.report", *map(str, sweeps), "--out", str(root / "report")]
     code = subprocess.run(report).returncode
     if failed:
