@@ -176,12 +176,12 @@ def check_cluster_launcher(argv_overrides: list[str]) -> None:
                 )
 
 
-def check_cluster_tasks(argv_overrides: list[str], jobs: list[list[str]]) -> None:
+def check_cluster_tasks(argv_overrides: list[str], subdomains: list[int]) -> None:
     """Under a submitit launcher (``hydra/launcher=cluster|cluster_local``) a job asks for
     one task per rank. Hydra resolves ``hydra.launcher`` once, from the config before the
-    sweep, so every job of a sweep gets the same tasks: a job whose ``subdomains`` differs
-    is refused, unless ``hydra.launcher.tasks_per_node=1`` was asked for (each job then
-    spawns its ranks inside its one task)."""
+    sweep, so every job of a sweep gets the same tasks: a job whose ``subdomains`` (one
+    entry per job) differs is refused, unless ``hydra.launcher.tasks_per_node=1`` was
+    asked for (each job then spawns its ranks inside its one task)."""
     parsed = _parse(argv_overrides)
     master = _compose([o.input_line for o in parsed if not o.is_sweep_override()])
     launcher = master.hydra.launcher
@@ -194,8 +194,7 @@ def check_cluster_tasks(argv_overrides: list[str], jobs: list[list[str]]) -> Non
     one_task = tasks == 1 and any(
         o.get_key_element().lstrip("+~") == "hydra.launcher.tasks_per_node" for o in parsed
     )
-    for job in jobs:
-        n = _compose(job).subdomains
+    for n in subdomains:
         if tasks != n and not one_task:
             raise ConfigError(
                 f"hydra.launcher asks every job for {tasks} tasks (tasks_per_node x nodes, from "
@@ -220,8 +219,7 @@ def precheck(argv: list[str], config_dir: Path) -> int:
     check_cluster_launcher(overrides)
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         jobs = jobs_of(overrides, multirun)
-        for job in jobs:
-            check_job(_compose(job), multirun)
+        ranks = [check_job(_compose(job), multirun)["subdomains"] for job in jobs]
         if multirun:
-            check_cluster_tasks(overrides, jobs)
+            check_cluster_tasks(overrides, ranks)
     return len(jobs)
