@@ -87,8 +87,8 @@ def torchrun_env() -> dict[str, int] | None:
 
 
 def submitit_world() -> dict[str, int] | None:
-    """In a task of a submitit job with several tasks (``hydra/launcher=cluster`` or
-    ``cluster_local``): export the job's world as the ``env://`` variables (RANK,
+    """In a task of a submitit job with several tasks (``hydra/launcher=submitit_slurm`` or
+    ``submitit_local``): export the job's world as the ``env://`` variables (RANK,
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, from submitit's
     ``TorchDistributedEnvironment``) and return :func:`torchrun_env`, so the task joins
     like a torchrun rank. None outside submitit and for a one-task job, which spawns its

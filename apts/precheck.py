@@ -157,27 +157,27 @@ SUBMITIT_PLUGIN = "hydra_plugins.hydra_submitit_launcher"
 
 
 def check_cluster_launcher(argv_overrides: list[str]) -> None:
-    """``hydra/launcher=cluster|cluster_local`` needs the ``cluster`` extra (and SLURM)."""
+    """``hydra/launcher=submitit_slurm|submitit_local`` needs the ``cluster`` extra (and SLURM)."""
     import importlib.util
 
     for arg in argv_overrides:
         key, _, value = arg.partition("=")
-        if key.lstrip("+~") == "hydra/launcher" and value.startswith("cluster"):
+        if key.lstrip("+~") == "hydra/launcher" and value in ("submitit_slurm", "submitit_local"):
             if importlib.util.find_spec(SUBMITIT_PLUGIN) is None:
                 raise ConfigError(
                     f"hydra/launcher={value} needs hydra-submitit-launcher: "
                     'pip install -e ".[cluster]" (or make install)'
                 )
-            if value == "cluster" and shutil.which("sbatch") is None:
+            if value == "submitit_slurm" and shutil.which("sbatch") is None:
                 raise ConfigError(
-                    "hydra/launcher=cluster submits SLURM jobs but sbatch is not on PATH: run "
-                    "it on the cluster's login node, or try the jobs here with "
-                    "hydra/launcher=cluster_local"
+                    "hydra/launcher=submitit_slurm submits SLURM jobs but sbatch is not on PATH: "
+                    "run it on the cluster's login node, or try the jobs here with "
+                    "hydra/launcher=submitit_local"
                 )
 
 
 def check_cluster_tasks(argv_overrides: list[str], subdomains: list[int]) -> None:
-    """Under a submitit launcher (``hydra/launcher=cluster|cluster_local``) a job asks for
+    """Under a submitit launcher (``hydra/launcher=submitit_slurm|submitit_local``) a job asks for
     one task per rank. Hydra resolves ``hydra.launcher`` once, from the config before the
     sweep, so every job of a sweep gets the same tasks: a job whose ``subdomains`` (one
     entry per job) differs is refused, unless ``hydra.launcher.tasks_per_node=1`` was

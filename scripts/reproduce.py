@@ -21,10 +21,10 @@ meant to run unattended and to be run again:
 - SIGTERM/SIGINT (SLURM pre-emption) stops the running job cleanly and the whole
   command with 143/130: run it again to continue.
 
-``--launcher cluster --partition P`` submits every job as a SLURM job instead (Hydra's
-submitit launcher, ``configs/hydra/launcher/cluster.yaml``): all presets at once, one sweep
+``--launcher submitit_slurm --partition P`` submits every job as a SLURM job instead (Hydra's
+submitit launcher, ``configs/hydra/launcher/submitit_slurm.yaml``): all presets at once, one sweep
 per ``subdomains`` value, each job asking for one task per rank; the command waits for
-them all, then writes the report. ``--launcher cluster_local`` runs the same jobs through
+them all, then writes the report. ``--launcher submitit_local`` runs the same jobs through
 submitit on this machine.
 """
 
@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="move old results aside, start afresh")
     ap.add_argument(
         "--launcher",
-        choices=["cluster", "cluster_local"],
-        help="submit every job through Hydra's submitit launcher (cluster: SLURM), all presets "
-        "at once, one sweep per subdomains value",
+        choices=["submitit_slurm", "submitit_local"],
+        help="submit every job through Hydra's submitit launcher (submitit_slurm: SLURM), all "
+        "presets at once, one sweep per subdomains value",
     )
     ap.add_argument("--partition", help="SLURM partition (hydra.launcher.partition)")
     ap.add_argument("--timeout-min", type=int, help="time limit of each job, minutes")

@@ -1,4 +1,4 @@
-"""Sweeps through Hydra's submitit launcher (hydra/launcher=cluster_local|cluster).
+"""Sweeps through Hydra's submitit launcher (hydra/launcher=submitit_local|submitit_slurm).
 
 The runs go through submitit's real local executor: every job is a submitit job of
 `subdomains` task processes that join one env:// world, as the tasks of a SLURM job do.
@@ -35,13 +35,13 @@ def _launcher(*overrides: str):
 
 
 def test_cluster_job_asks_one_task_per_rank_and_a_gpu_per_task_on_cuda():
-    slurm = _launcher("hydra/launcher=cluster", "subdomains=4")
+    slurm = _launcher("hydra/launcher=submitit_slurm", "subdomains=4")
     assert slurm["_target_"].endswith("submitit_launcher.SlurmLauncher")
     assert (slurm["tasks_per_node"], slurm["nodes"], slurm["gpus_per_task"]) == (4, 1, None)
-    two_nodes = ("hydra/launcher=cluster", "hydra.launcher.nodes=2")
+    two_nodes = ("hydra/launcher=submitit_slurm", "hydra.launcher.nodes=2")
     cuda = _launcher(*two_nodes, "subdomains=8", "device=cuda")
     assert (cuda["tasks_per_node"], cuda["nodes"], cuda["gpus_per_task"]) == (4, 2, 1)
-    local = _launcher("hydra/launcher=cluster_local", "subdomains=3")
+    local = _launcher("hydra/launcher=submitit_local", "subdomains=3")
     assert local["_target_"].endswith("submitit_launcher.LocalLauncher")
     assert (local["tasks_per_node"], local["nodes"]) == (3, 1)
 
@@ -73,7 +73,7 @@ def test_submitit_world_exports_the_job_as_env_vars(monkeypatch):
 
 
 def test_sweep_over_subdomains_is_refused_before_any_job(tmp_path):
-    r = cli("-m", "hydra/launcher=cluster_local", *SMALL, "subdomains=2,4", cwd=tmp_path)
+    r = cli("-m", "hydra/launcher=submitit_local", *SMALL, "subdomains=2,4", cwd=tmp_path)
     assert r.returncode == 2
     lines = [ln for ln in error_lines(r.stderr) if ln.startswith("apts-train")]
     assert len(lines) == 1 and "subdomains=2" in lines[0] and "tasks_per_node=1" in lines[0]
@@ -82,9 +82,9 @@ def test_sweep_over_subdomains_is_refused_before_any_job(tmp_path):
 
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="SLURM is installed here")
 def test_cluster_without_slurm_says_so_in_one_line(tmp_path):
-    r = cli("-m", "hydra/launcher=cluster", *SMALL, cwd=tmp_path)
+    r = cli("-m", "hydra/launcher=submitit_slurm", *SMALL, cwd=tmp_path)
     assert r.returncode == 2 and "sbatch is not on PATH" in r.stderr
-    assert "cluster_local" in error_lines(r.stderr)[-1]
+    assert "submitit_local" in error_lines(r.stderr)[-1]
 
 
 @pytest.mark.slow
@@ -96,7 +96,7 @@ def test_local_executor_sweep_runs_every_job_as_two_tasks_and_survives_a_failed_
     sizes = [200, 300, 400, 600, 5000]
     r = cli(
         "-m",
-        "hydra/launcher=cluster_local",
+        "hydra/launcher=submitit_local",
         *APTS2,
         f"batch_size={','.join(map(str, sizes))}",
         f"hydra.sweep.dir={sweep}",
@@ -148,11 +148,11 @@ def test_reproduce_passes_the_launcher_on_one_sweep_per_subdomains_value(tmp_pat
     cmds = reproduce.sweep_commands(
         "paper_mnist_apts",
         tmp_path / "sw",
-        ["hydra/launcher=cluster", "hydra.launcher.partition=P"],
+        ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=P"],
         split=True,
     )
     ns = sorted(next(a for a in c if a.startswith("subdomains=")) for c in cmds)
     assert ns == ["subdomains=2", "subdomains=4", "subdomains=6"]
     for c in cmds:
-        assert "hydra.launcher.partition=P" in c and "hydra/launcher=cluster" in c
+        assert "hydra.launcher.partition=P" in c and "hydra/launcher=submitit_slurm" in c
         assert "resume=auto" in c and f"hydra.sweep.dir={tmp_path / 'sw'}" in c
