@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow and not stress"
 
-.PHONY: install test test-slow test-stress test-all lint format train bench bench-net reproduce reproduce-quick clean
+.PHONY: install test test-slow test-stress test-all lint format train bench bench-net reproduce reproduce-quick ablate clean
 
 install:            ## create .venv, install the pinned torch, then the package with dev and cluster tools
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,9 @@ reproduce:          ## the paper's comparisons (MNIST, CIFAR-10; hours on CPU) a
 
 reproduce-quick:    ## the CPU profile (Fashion-MNIST, ~15 min on 2 cores) and the report
 	$(BIN)/python scripts/reproduce.py --profile quick $(ARGS)
+
+ablate:             ## the APTS ablation (Fashion-MNIST, 93 runs, ~2 h on 2 cores) and its report
+	$(BIN)/python scripts/reproduce.py --profile ablate $(ARGS)
 
 clean:              ## remove run outputs (keeps outputs/.gitkeep)
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

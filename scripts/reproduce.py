@@ -8,6 +8,9 @@ Profiles:
   3 seeds. Hours on a CPU; the data must be on disk or downloadable.
 - ``quick``: the CPU profile (configs/experiment/quick_*): Fashion-MNIST, fcnn, 20
   epochs, one seed.
+- ``ablate``: the APTS ablation (configs/experiment/ablate_*): Fashion-MNIST, fcnn, 20
+  epochs, seeds 0, 1, 2, APTS defaults at N = 2 except one factor per preset (L, G, |B|,
+  overlap, m, gamma, foc, local memory, N); the report's ablation section compares them.
 
 Each preset is one Hydra multirun (``apts-train -m experiment=... resume=auto``) into
 ``outputs/reproduce/<profile>/<preset>/``; then ``apts-report`` writes
@@ -45,6 +48,23 @@ PROFILES = {
             "quick_sgd",
             "quick_local_adam",
             "quick_local_sgd",
+        ],
+    },
+    "ablate": {
+        "datasets": ["fashion_mnist"],
+        "presets": [
+            f"ablate_{factor}"
+            for factor in (
+                "subdomains",  # first: the N study carries the accuracy targets
+                "local_iters",
+                "global_iters",
+                "batch_size",
+                "overlap",
+                "memory",
+                "gamma",
+                "foc",
+                "local_memory",
+            )
         ],
     },
     "full": {
