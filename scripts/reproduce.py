@@ -34,6 +34,7 @@ submitit on this machine.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
@@ -112,25 +113,51 @@ def sweep_commands(preset: str, sweep: Path, extra: list[str], split: bool) -> l
     return [[*cmd, f"subdomains={n}"] for n in subdomain_values(preset)] or [cmd]
 
 
+def run_all(cmds: list[list[str]]) -> tuple[list[int], int | None]:
+    """Run ``cmds`` at once and wait for them: their exit codes, and the signal that
+    stopped this command, if any. SIGTERM or SIGINT sent to this process alone (``kill``,
+    not a terminal's Ctrl-C or SLURM, which reach the whole process group) is passed on
+    to every sweep, which stops its job as a signal to the job would (143/130); nothing
+    is left running behind this command."""
+    received: list[int] = []
+    procs: list[subprocess.Popen] = []
+
+    def forward(signum: int, _frame) -> None:
+        received.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        procs += [subprocess.Popen(cmd) for cmd in cmds]
+        codes = [p.wait() for p in procs]
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return codes, (received[0] if received else None)
+
+
 def submit_all(sweeps: dict[str, list[list[str]]]) -> list[str]:
     """Start every sweep at once (each waits on its cluster jobs); the presets whose
     sweeps did not all end with exit code 0."""
     t0 = time.perf_counter()
-    procs = []
-    for preset, cmds in sweeps.items():
-        for cmd in cmds:
+    presets, cmds = [], []
+    for preset, preset_cmds in sweeps.items():
+        for cmd in preset_cmds:
             print(f"reproduce: {preset}: {' '.join(cmd[3:])}", flush=True)
-            procs.append((preset, subprocess.Popen(cmd)))
-    try:
-        codes = [(preset, p.wait()) for preset, p in procs]
-    except KeyboardInterrupt:  # the submitted cluster jobs go on; a re-run picks them up
-        for _, p in procs:
-            p.terminate()
-        for _, p in procs:
-            p.wait()
-        raise SystemExit(130) from None
+            presets.append(preset)
+            cmds.append(cmd)
+    codes, stopped_by = run_all(cmds)
+    if stopped_by is not None:  # jobs already submitted go on; a re-run picks them up
+        _stopped(128 + stopped_by)
     print(f"reproduce: every sweep ended after {time.perf_counter() - t0:.0f}s", flush=True)
-    return sorted({preset for preset, code in codes if code != 0})
+    return sorted({preset for preset, code in zip(presets, codes, strict=True) if code != 0})
+
+
+def _stopped(code: int) -> None:
+    print("reproduce: stopped; run the same command again to continue", file=sys.stderr)
+    raise SystemExit(code)
 
 
 def run_preset(preset: str, sweep: Path, extra: list[str]) -> int:
@@ -139,7 +166,9 @@ def run_preset(preset: str, sweep: Path, extra: list[str]) -> int:
     cmd += [f"hydra.sweep.dir={sweep}", "resume=auto", *extra]
     t0 = time.perf_counter()
     print(f"reproduce: {preset} -> {sweep}", flush=True)
-    code = subprocess.run(cmd).returncode
+    (code,), stopped_by = run_all([cmd])
+    if stopped_by is not None:
+        code = 128 + stopped_by
     how = "done" if code == 0 else f"ended with exit code {code}"
     print(f"reproduce: {preset} {how} in {time.perf_counter() - t0:.0f}s", flush=True)
     return code
@@ -192,8 +221,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         code = run_preset(preset, sweep, extra)
         if code in (130, 143):  # interrupted: stop here, a re-run continues
-            print("reproduce: stopped; run the same command again to continue", file=sys.stderr)
-            raise SystemExit(code)
+            _stopped(code)
         if code != 0:
             failed.append(preset)
     if parallel:

@@ -15,6 +15,7 @@ import torch
 from clitools import (
     SMALL,
     alive,
+    children,
     cli,
     epochs_logged,
     error_lines,
@@ -220,3 +221,39 @@ def test_thirty_four_rank_runs_under_load_all_finish(tmp_path):
     summaries = [strict_json(p.read_text()) for p in (tmp_path / "sweep").glob("*/summary.json")]
     assert len(summaries) == 30 and {s["status"] for s in summaries} == {"completed"}
     assert "terminate called" not in r.stderr
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_reproduce_alone_stops_its_sweep(tmp_path, sig, code):
+    """`kill <pid of make reproduce's python>` (not the whole process group, as a terminal
+    or SLURM does): the running sweep and its ranks stop too, nothing is left running,
+    and the command says how to continue."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(script), "--presets", "smoke", "--out", str(out), *LONG]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        sweep_dir = out / "quick" / "smoke"  # the default profile's folder
+        wait_for(lambda: any(epochs_logged(d) >= 1 for d in sweep_dir.glob("0_*")), proc)
+        sweep = [c for c in children(proc.pid) if b"apts.cli" in _cmdline(c)]
+        assert len(sweep) == 1
+        ranks = spawned_ranks(sweep[0])
+        assert len(ranks) == 2
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err[-3000:]
+        assert not any(alive(p) for p in [*sweep, *ranks])  # nothing orphaned
+        assert "run the same command again to continue" in err
+        (job,) = sweep_dir.glob("0_*")
+        assert read_summary(job)["status"] == "interrupted"
+    finally:
+        stop(proc)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
