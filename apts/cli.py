@@ -27,11 +27,12 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from apts.launch import LaunchResult, in_submitit_world, launch, submitit_world, torchrun_env
+from apts.launch import LaunchResult, launch
 from apts.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
 from apts.precheck import precheck
 from apts.rundir import LOCK, RunDirError, claim, read_summary, record_outcome, saved_config
 from apts.validate import CONFIG_DIR, ConfigError, validate
+from apts.world import in_submitit_world, submitit_world, torchrun_env
 
 PROG = "apts-train"
 
@@ -72,7 +73,7 @@ def _discard_if_empty(run_dir: Path) -> None:
 def run_job(cfg: dict[str, Any], run_dir: str, overrides: list[str] | None = None) -> LaunchResult:
     """Claim ``run_dir``, then start, resume or skip the run there (see
     :func:`apts.rundir.plan_run`) and launch it. Never raises for a run that failed."""
-    from apts.launch import join_world
+    from apts.world import join_world
 
     env = torchrun_env()
     if env is not None:

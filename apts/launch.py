@@ -10,9 +10,8 @@
   then SIGKILL after a grace period); a SIGTERM/SIGINT to this process is passed on to
   every rank. Whatever happens, the ranks are gone and the temporary directory removed
   when :func:`launch` returns, and summary.json says how the run ended.
-- torchrun (``WORLD_SIZE`` and ``RANK`` set): this process is one rank; it joins with
-  ``env://`` and ``subdomains`` must equal ``WORLD_SIZE``. torchrun's agent plays the
-  supervisor; rank 0 claims the run directory and tells the others what to do.
+- torchrun (``WORLD_SIZE`` and ``RANK`` set) or a task of a submitit job: this process
+  is one rank of a world started by someone else (:mod:`apts.world`).
 
 gloo serves CPU runs and NCCL CUDA runs (one GPU per rank, ``LOCAL_RANK``). How a rank
 stops (signals, heartbeat, exit) is :mod:`apts.lifecycle`.
@@ -75,49 +74,6 @@ class LaunchResult:
     claimed: bool = True  # False: the run directory was another run's; nothing was written
 
 
-def torchrun_env() -> dict[str, int] | None:
-    """World coordinates when this process was started by torchrun/SLURM (env://)."""
-    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
-        return None
-    return {
-        "world_size": int(os.environ["WORLD_SIZE"]),
-        "rank": int(os.environ["RANK"]),
-        "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
-    }
-
-
-def submitit_world() -> dict[str, int] | None:
-    """In a task of a submitit job with several tasks (``hydra/launcher=submitit_slurm`` or
-    ``submitit_local``): export the job's world as the ``env://`` variables (RANK,
-    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, from submitit's
-    ``TorchDistributedEnvironment``) and return :func:`torchrun_env`, so the task joins
-    like a torchrun rank. None outside submitit and for a one-task job, which spawns its
-    ranks itself (:func:`launch`).
-
-    A one-node job meets on 127.0.0.1 (submitit names the node by its hostname, which a
-    machine without a network may not resolve); the port is submitit's, drawn from the job
-    id, so the jobs of a sweep sharing a node use different ports.
-    """
-    if "SUBMITIT_EXECUTOR" not in os.environ:
-        return None
-    from submitit import JobEnvironment
-    from submitit.helpers import TorchDistributedEnvironment
-
-    job = JobEnvironment()
-    if job.num_tasks == 1:
-        return None
-    # CUDA_VISIBLE_DEVICES is left to SLURM (--gpus-per-task gives each task its GPU)
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-    if job.num_nodes == 1:
-        os.environ["MASTER_ADDR"] = "127.0.0.1"
-    return torchrun_env()
-
-
-def in_submitit_world() -> bool:
-    """This process is one task (rank) of a multi-task submitit job."""
-    return "SUBMITIT_EXECUTOR" in os.environ and torchrun_env() is not None
-
-
 @contextmanager
 def rendezvous_dir() -> Iterator[Path]:
     """A private temporary directory for one job (rendezvous file, rank reports), removed
@@ -177,7 +133,7 @@ def check_data_fits(cfg: dict, ds: Dataset) -> None:
         )
 
 
-def _set_loopback_iface(host: str) -> None:
+def set_loopback_iface(host: str) -> None:
     # gloo resolves the hostname to pick an interface; on machines without a network
     # that fails. For a loopback master, use the loopback device.
     if host.startswith("127.") and Path("/sys/class/net/lo").exists():
@@ -405,7 +361,7 @@ def _raised(run_dir: str, e: mp.ProcessRaisedException) -> LaunchResult:
 
 def _spawn(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> LaunchResult:
     world = cfg["subdomains"]
-    _set_loopback_iface(cfg["launcher"]["master_addr"] or "127.0.0.1")
+    set_loopback_iface(cfg["launcher"]["master_addr"] or "127.0.0.1")
     with rendezvous_dir() as job_dir, _SignalFlag() as flag:
         ctx = mp.start_processes(
             _spawned_rank,
@@ -429,7 +385,7 @@ def _spawn(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> LaunchResult:
             why = f"stopped by {signal.Signals(flag.signum).name}"
             record_outcome(run_dir, "interrupted", why, force=True)
             return LaunchResult(signal_exit_code(flag.signum), "interrupted", why)
-    return LaunchResult(final=_read_final(run_dir))
+    return LaunchResult(final=read_final(run_dir))
 
 
 def _run_single(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> LaunchResult:
@@ -443,10 +399,10 @@ def _run_single(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> LaunchResul
     if out.trace:
         reason = f"{out.reason} (traceback in {Path(run_dir) / 'error.log'})"
         return LaunchResult(out.code, out.status, reason)
-    return LaunchResult(out.code, out.status, out.reason, _read_final(run_dir))
+    return LaunchResult(out.code, out.status, out.reason, read_final(run_dir))
 
 
-def _read_final(run_dir: str) -> dict:
+def read_final(run_dir: str) -> dict:
     from apts.rundir import read_summary
 
     summary = read_summary(Path(run_dir)) or {}
@@ -472,66 +428,3 @@ def launch(cfg: dict, run_dir: str, plan: Plan) -> LaunchResult:
     if cfg["subdomains"] == 1:
         return _run_single(cfg, run_dir, ds, plan)
     return _spawn(cfg, run_dir, ds, plan)
-
-
-def join_world(
-    cfg: dict, run_dir: str, env: dict[str, int], overrides: list[str] | None = None
-) -> LaunchResult:
-    """Be one rank of a torchrun/SLURM world (``env://``). Rank 0 claims the run directory
-    and decides, through the store, whether the ranks start, resume or skip."""
-    from apts.rundir import claim
-
-    if env["world_size"] != cfg["subdomains"]:
-        return LaunchResult(
-            EXIT_CONFIG,
-            "failed",
-            f"subdomains={cfg['subdomains']} but torchrun/SLURM started WORLD_SIZE="
-            f"{env['world_size']} processes; pass subdomains={env['world_size']} or change "
-            "--nproc-per-node/--nnodes (hydra.launcher.tasks_per_node/nodes)",
-            claimed=False,
-        )
-    device = resolve_device(cfg)
-    if device == "cuda":
-        # one visible GPU: the scheduler gave this task its own (SLURM --gpus-per-task)
-        torch.cuda.set_device(0 if torch.cuda.device_count() == 1 else env["local_rank"])
-    else:
-        _set_loopback_iface(os.environ.get("MASTER_ADDR", ""))
-    dist.init_process_group(
-        "nccl" if device == "cuda" else "gloo",
-        timeout=timedelta(seconds=cfg["launcher"]["timeout_s"]),
-    )
-    store = dist.distributed_c10d._get_default_store()
-    rank = env["rank"]
-    if rank == 0:
-        try:
-            _lock, plan = claim(run_dir, cfg, overrides)  # held until this process exits
-            store.set("apts/plan", json.dumps({"action": plan.action, "note": plan.note}))
-        except RunDirError as e:
-            store.set("apts/plan", json.dumps({"error": str(e)}))
-    decided = json.loads(store.get("apts/plan"))
-    if "error" in decided:
-        return LaunchResult(EXIT_CONFIG, "failed", decided["error"], claimed=False)
-    plan = Plan(decided["action"], decided["note"])
-    if plan.action == "skip":
-        return LaunchResult(status="skipped", error=None, final={"note": plan.note})
-    from apts.comm import Comm
-
-    try:
-        # one download per machine: local rank 0 fetches, the others wait and read
-        if env["local_rank"] == 0:
-            ds = load_data(cfg)
-        Comm().barrier()
-        if env["local_rank"] != 0:
-            ds = load_data(cfg, download=False)
-        check_data_fits(cfg, ds)
-    except (DataError, ConfigError) as e:
-        if rank == 0:  # no rank trains: the claimer says why in summary.json
-            try:
-                record_outcome(run_dir, "failed", str(e))
-            except RunDirError:
-                pass
-        return LaunchResult(EXIT_CONFIG, "failed", str(e), claimed=False)
-    out = run_rank(cfg, run_dir, ds, rank, env["world_size"], plan, None)
-    if out.code != EXIT_OK and rank == 0 and out.trace:
-        out.reason = f"{out.reason} (traceback in {Path(run_dir) / 'error.log'})"
-    return LaunchResult(out.code, out.status, out.reason, _read_final(run_dir) if rank == 0 else {})

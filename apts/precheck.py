@@ -156,14 +156,24 @@ def check_job(cfg: DictConfig, multirun: bool) -> dict[str, Any]:
 SUBMITIT_PLUGIN = "hydra_plugins.hydra_submitit_launcher"
 
 
+def has_submitit_plugin() -> bool:
+    """hydra-submitit-launcher is installed (the ``cluster`` extra). find_spec imports the
+    parent package, which is missing when no Hydra plugin at all is installed."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(SUBMITIT_PLUGIN) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def check_cluster_launcher(argv_overrides: list[str]) -> None:
     """``hydra/launcher=submitit_slurm|submitit_local`` needs the ``cluster`` extra (and SLURM)."""
-    import importlib.util
 
     for arg in argv_overrides:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") == "hydra/launcher" and value in ("submitit_slurm", "submitit_local"):
-            if importlib.util.find_spec(SUBMITIT_PLUGIN) is None:
+            if not has_submitit_plugin():
                 raise ConfigError(
                     f"hydra/launcher={value} needs hydra-submitit-launcher: "
                     'pip install -e ".[cluster]" (or make install)'

@@ -207,7 +207,7 @@ def _validate_launcher(cfg: Mapping) -> None:
     _num(cfg, "launcher.heartbeat_s", 1.0, math.inf)
     _optional(cfg, "launcher.master_addr", _text)
     n = _get(cfg, "subdomains")
-    from apts.launch import torchrun_env
+    from apts.world import torchrun_env
 
     if torchrun_env() is None and n > local_rank_limit():
         raise ConfigError(

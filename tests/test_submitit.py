@@ -6,7 +6,6 @@ The runs go through submitit's real local executor: every job is a submitit job 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -14,8 +13,10 @@ from pathlib import Path
 import pytest
 from clitools import SMALL, cli, error_lines, read_metrics, read_summary, without_timings
 
+from apts.precheck import has_submitit_plugin
+
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+    not has_submitit_plugin(),
     reason='the cluster extra is not installed (pip install -e ".[cluster]")',
 )
 
@@ -47,7 +48,7 @@ def test_cluster_job_asks_one_task_per_rank_and_a_gpu_per_task_on_cuda():
 
 
 def test_submitit_world_exports_the_job_as_env_vars(monkeypatch):
-    from apts.launch import submitit_world
+    from apts.world import submitit_world
 
     for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
