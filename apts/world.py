@@ -47,7 +47,7 @@ def submitit_world() -> dict[str, int] | None:
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, from submitit's
     ``TorchDistributedEnvironment``) and return :func:`torchrun_env`, so the task joins
     like a torchrun rank. None outside submitit and for a one-task job, which spawns its
-    ranks itself (:func:`launch`).
+    ranks itself (:func:`apts.launch.launch`).
 
     A one-node job meets on 127.0.0.1 (submitit names the node by its hostname, which a
     machine without a network may not resolve); the port is submitit's, drawn from the job
