@@ -47,7 +47,7 @@ reproduce:          ## the paper's comparisons (MNIST, CIFAR-10; hours on CPU) a
 reproduce-quick:    ## the CPU profile (Fashion-MNIST, ~15 min on 2 cores) and the report
 	$(BIN)/python scripts/reproduce.py --profile quick $(ARGS)
 
-ablate:             ## the APTS ablation (Fashion-MNIST, 93 runs, ~3 h on 2 cores) and its report
+ablate:             ## the APTS ablation (Fashion-MNIST, 93 runs, ~35 min on 2 cores) and its report
 	$(BIN)/python scripts/reproduce.py --profile ablate $(ARGS)
 
 clean:              ## remove run outputs (keeps outputs/.gitkeep)
