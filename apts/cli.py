@@ -32,7 +32,7 @@ from apts.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
 from apts.precheck import precheck
 from apts.rundir import LOCK, RunDirError, claim, read_summary, record_outcome, saved_config
 from apts.validate import CONFIG_DIR, ConfigError, validate
-from apts.world import in_submitit_world, submitit_world, torchrun_env
+from apts.world import submitit_world, torchrun_env, under_submitit
 
 PROG = "apts-train"
 
@@ -120,15 +120,15 @@ def _job_end(result: LaunchResult, run_dir: Path, multirun: bool, label: str) ->
     A task of a cluster job (submitit) returns, whatever happened, so that submitit
     pickles every task's result and the launcher collects the sweep: the sweep's process
     reads each job's outcome from its directory (:class:`SweepReport`)."""
-    if in_submitit_world():
+    env = torchrun_env()
+    if env is not None and under_submitit():
         # leave through os._exit once submitit has pickled the result (see apts.lifecycle:
         # gloo's threads may abort a normal interpreter exit); the outcome is in run_dir
         atexit.register(exit_rank, 0)
-        env = torchrun_env() or {}
-        if env.get("rank") != 0:
-            return {"status": result.status, "dir": str(run_dir), "rank": env.get("rank")}
-    elif torchrun_env() is not None:
-        if result.error and (torchrun_env() or {}).get("rank") == 0:
+        if env["rank"] != 0:
+            return {"status": result.status, "dir": str(run_dir), "rank": env["rank"]}
+    elif env is not None:
+        if result.error and env["rank"] == 0:
             print(f"{PROG}: error: {result.error}", file=sys.stderr)
         exit_rank(result.exit_code)
     if result.status == "skipped":
@@ -136,7 +136,7 @@ def _job_end(result: LaunchResult, run_dir: Path, multirun: bool, label: str) ->
         return {"status": "skipped", "dir": str(run_dir)}
     if result.error is None:
         return {"status": result.status, "dir": str(run_dir), **result.final}
-    if (not multirun or result.status == "interrupted") and "SUBMITIT_EXECUTOR" not in os.environ:
+    if (not multirun or result.status == "interrupted") and not under_submitit():
         if result.exit_code == EXIT_CONFIG and not multirun and result.claimed:
             _discard_if_empty(run_dir)
         what = f"job {label}: " if multirun else ""

@@ -53,7 +53,7 @@ def submitit_world() -> dict[str, int] | None:
     machine without a network may not resolve); the port is submitit's, drawn from the job
     id, so the jobs of a sweep sharing a node use different ports.
     """
-    if "SUBMITIT_EXECUTOR" not in os.environ:
+    if not under_submitit():
         return None
     from submitit import JobEnvironment
     from submitit.helpers import TorchDistributedEnvironment
@@ -68,9 +68,9 @@ def submitit_world() -> dict[str, int] | None:
     return torchrun_env()
 
 
-def in_submitit_world() -> bool:
-    """This process is one task (rank) of a multi-task submitit job."""
-    return "SUBMITIT_EXECUTOR" in os.environ and torchrun_env() is not None
+def under_submitit() -> bool:
+    """This process is a task of a submitit job (one task or several)."""
+    return "SUBMITIT_EXECUTOR" in os.environ
 
 
 def join_world(

@@ -162,11 +162,9 @@ def _stopped(code: int) -> None:
 
 def run_preset(preset: str, sweep: Path, extra: list[str]) -> int:
     """One preset's sweep; its exit code (jobs that fail are recorded in their folders)."""
-    cmd = [sys.executable, "-m", "apts.cli", "-m", f"experiment={preset}"]
-    cmd += [f"hydra.sweep.dir={sweep}", "resume=auto", *extra]
     t0 = time.perf_counter()
     print(f"reproduce: {preset} -> {sweep}", flush=True)
-    (code,), stopped_by = run_all([cmd])
+    (code,), stopped_by = run_all(sweep_commands(preset, sweep, extra, split=False))
     if stopped_by is not None:
         code = 128 + stopped_by
     how = "done" if code == 0 else f"ended with exit code {code}"
@@ -200,8 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     extra = list(args.overrides)
     if args.data_dir:
         extra.append(f"dataset.data_dir={args.data_dir}")
-    passed = {"partition": args.partition, "timeout_min": args.timeout_min}
-    passed["cpus_per_task"] = args.cpus_per_task
+    passed = {
+        "partition": args.partition,
+        "timeout_min": args.timeout_min,
+        "cpus_per_task": args.cpus_per_task,
+    }
     if args.launcher:
         extra.append(f"hydra/launcher={args.launcher}")
         extra += [f"hydra.launcher.{k}={v}" for k, v in passed.items() if v is not None]

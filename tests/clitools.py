@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from apts.train import TIMING_KEYS
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 SMALL = ["dataset=synthetic", "dataset.n_train=1200", "dataset.n_test=300", "progress=false"]
 
 
@@ -141,3 +143,14 @@ def stop(proc: subprocess.Popen) -> None:
                 pass
         proc.kill()
     proc.communicate()
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (the scripts are not a package), loaded once."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod

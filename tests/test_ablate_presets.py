@@ -4,17 +4,14 @@ every job of every sweep validates before anything runs."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from clitools import load_script
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from apts.precheck import check_job, jobs_of
 from apts.validate import CONFIG_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
 # study -> (config key, the values the issue asks for, in the order given there)
 FACTORS = {
     "local_iters": ("optimizer.local_iters", [0, 1, 3, 5]),
@@ -31,10 +28,7 @@ SEEDS = [0, 1, 2]
 
 
 def _profile() -> list[str]:
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
-    return reproduce.PROFILES["ablate"]["presets"]
+    return load_script("reproduce").PROFILES["ablate"]["presets"]
 
 
 def _flat(cfg: dict, prefix: str = "") -> dict:

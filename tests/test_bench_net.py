@@ -3,29 +3,19 @@ and a 2-rank training run across two namespaces."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from clitools import SCRIPTS, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "bench_net.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_net", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+SCRIPT = SCRIPTS / "bench_net.py"
 
 
-bench_net = _load()
+bench_net = load_script("bench_net")
 REASON = bench_net.skip_reason()
 needs_netns = pytest.mark.skipif(REASON is not None, reason=f"no network namespaces: {REASON}")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from clitools import (
+    SCRIPTS,
     SMALL,
     alive,
     children,
@@ -228,7 +229,7 @@ def test_a_signal_to_reproduce_alone_stops_its_sweep(tmp_path, sig, code):
     """`kill <pid of make reproduce's python>` (not the whole process group, as a terminal
     or SLURM does): the running sweep and its ranks stop too, nothing is left running,
     and the command says how to continue."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
+    script = SCRIPTS / "reproduce.py"
     out = tmp_path / "out"
     cmd = [sys.executable, str(script), "--presets", "smoke", "--out", str(out), *LONG]
     proc = subprocess.Popen(

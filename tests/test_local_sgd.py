@@ -4,14 +4,13 @@ against one-process references (gradient descent, N simulated Adams), plus the r
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from clitools import load_script
 from dist_harness import gather, run_ranks
 from state_helpers import assert_plain, dcp_round_trip, transport
 from test_apts import BATCH, make_problem
@@ -24,7 +23,6 @@ from apts.optim import LocalAdam, LocalSGD
 from apts.optim.flat import flat_params, set_flat_params_
 from apts.validate import ConfigError, validate
 
-ROOT = Path(__file__).resolve().parents[1]
 H, STEPS = 3, 7  # STEPS % H != 0: the epoch-end synchronize has work to do
 
 
@@ -296,9 +294,7 @@ def test_local_adam_config_errors_are_one_line(overrides, line):
 
 
 def test_reproduce_profiles_name_existing_local_presets():
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = load_script("reproduce")
     presets = [p for prof in reproduce.PROFILES.values() for p in prof["presets"]]
     local = [p for p in presets if p.endswith(("_local_adam", "_local_sgd"))]
     assert sorted(local) == sorted(

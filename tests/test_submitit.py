@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
-from clitools import SMALL, cli, error_lines, read_metrics, read_summary, without_timings
+from clitools import (
+    SMALL,
+    cli,
+    error_lines,
+    load_script,
+    read_metrics,
+    read_summary,
+    without_timings,
+)
 
 from apts.precheck import has_submitit_plugin
 
@@ -139,14 +146,7 @@ def test_local_executor_sweep_runs_every_job_as_two_tasks_and_survives_a_failed_
 
 
 def test_reproduce_passes_the_launcher_on_one_sweep_per_subdomains_value(tmp_path):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    try:
-        import reproduce
-    finally:
-        sys.path.pop(0)
-    cmds = reproduce.sweep_commands(
+    cmds = load_script("reproduce").sweep_commands(
         "paper_mnist_apts",
         tmp_path / "sw",
         ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=P"],
