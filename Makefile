@@ -44,7 +44,7 @@ bench-net:          ## APTS vs DDP on shaped links in network namespaces (root; 
 reproduce:          ## the paper's comparisons (MNIST, CIFAR-10; hours on CPU) and the report
 	$(BIN)/python scripts/reproduce.py --profile full $(ARGS)
 
-reproduce-quick:    ## the CPU profile (Fashion-MNIST, ~15 min on 2 cores) and the report
+reproduce-quick:    ## the CPU profile (Fashion-MNIST, 10-15 min on 2 cores) and the report
 	$(BIN)/python scripts/reproduce.py --profile quick $(ARGS)
 
 ablate:             ## the APTS ablation (Fashion-MNIST, 93 runs, ~35 min on 2 cores) and its report
