@@ -191,6 +191,23 @@ def test_zero_step_and_exact_secant_are_skipped() -> None:
     assert len(H) == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_zero_gradient_change_pairs(dtype) -> None:
+    # y = 0 (the loss is flat along s, e.g. once it reached zero): ‖y‖² expanded from
+    # ψ = y − γs cancels to rounding, which once went negative and made a later update
+    # fail with "math domain error". Such pairs are valid SR1 pairs (sᵀr = −γ‖s‖²).
+    for seed in range(20):
+        gen = torch.Generator().manual_seed(seed)
+        H, ref = LSR1(5, 1e-3), DenseSR1(5, 1e-3)
+        for _ in range(4):
+            s = torch.randn(50, dtype=F64, generator=gen)
+            assert H.update(s.to(dtype), torch.zeros(50, dtype=dtype)) == ref.update(
+                s, torch.zeros(50, dtype=F64)
+            )
+        if dtype == F64:
+            assert_close_op(H, ref, 50, gen)
+
+
 def test_singular_middle_matrix_drops_oldest_pairs() -> None:
     # m = 2, γ = 1. p1 = (e1, 3e1); p2 = (e1, e1 + e2) passes the test against
     # B = I + 2e1e1ᵀ, but on its own (after p1 is dropped) its SR1 denominator

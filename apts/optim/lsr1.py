@@ -260,7 +260,9 @@ class LSR1:
         else:
             slot = k
         self._s2.append(ss)
-        self._y2.append(y2)
+        # y2 is expanded from ψ = y − γs; for y ≈ 0 (a flat loss) its terms cancel and
+        # rounding can leave it below zero, where the pivot tolerance's sqrt fails
+        self._y2.append(max(y2, 0.0))
         self._slots.append(slot)
         if auto:
             assert self._W is not None
