@@ -14,10 +14,14 @@ install:            ## create .venv, install the pinned torch, then the package 
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[dev,cluster]"
 
+CPU_KIND := $(BIN)/python -c "import torch; print('torch', torch.__version__, 'CPU capability', torch.backends.cpu.get_cpu_capability())"
+
 test:               ## the test suite (fast tests; `make test-all` adds the slow ones)
+	@$(CPU_KIND)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-slow:          ## only the slow tests (accuracy on real data, shaped links; CI runs them)
+	@$(CPU_KIND)
 	$(BIN)/pytest -q -m slow
 
 test-stress:        ## repetition loops and full grids (30 four-rank runs under load, resume grid)
