@@ -8,7 +8,7 @@ specification this file implements is ``docs/APTS.md``, "One APTS iteration k".
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -27,6 +27,25 @@ from apts.optim.trust_region import (
 # The global test rejects when the summed local reductions are this small (APTS.md, 6).
 _PRED_FLOOR = 1e-12
 _BOUNDARY_TOL = 1e-3
+
+
+class _Start(NamedTuple):
+    """Step 1's values at θ_k: this rank's shard loss and gradient, and the global ones."""
+
+    f_i: Tensor
+    g_i: Tensor
+    f: Tensor
+    g: Tensor
+
+
+class _Test(NamedTuple):
+    """Step 6's outcome: the point kept (θ, f, g) and the test's diagnostics."""
+
+    point: tuple[Tensor, Any, Tensor]
+    accepted: bool
+    rho: float
+    pred: float
+    ared: float
 
 
 class APTS(FlatLSR1Optimizer):
@@ -171,17 +190,20 @@ class APTS(FlatLSR1Optimizer):
         """f and ∇f over the whole mini-batch at x: ONE all-reduce of [∇f_i, f_i]."""
         set_flat_params_(self._params, x)
         loss = closure()
-        n = x.numel()
-        buf = torch.empty(n + 1, dtype=x.dtype, device=x.device)
-        flat_grad(self._params, out=buf[:n])
-        buf[n] = loss.detach()
-        self._all_reduce(buf, "mean")
-        return buf[n], buf[:n]
+        buf = self._buffer()
+        flat_grad(self._params, out=buf[:-1])
+        buf[-1] = loss.detach()
+        return self._reduce(buf, "mean")
 
-    def _all_reduce(self, buf: Tensor, op: str) -> Tensor:
+    def _buffer(self) -> Tensor:
+        """A communication buffer [vector (n) | scalar (1)]."""
+        return torch.empty(self._numel + 1, dtype=self._dtype, device=self._device)
+
+    def _reduce(self, buf: Tensor, op: str) -> tuple[Tensor, Tensor]:
+        """All-reduce ``buf`` = [vector | scalar] in place; return (scalar, vector)."""
         if self.comm is not None:
             self.comm.all_reduce(buf, op=op)
-        return buf
+        return buf[-1], buf[:-1]
 
     def local_objective(self, closure, theta: Tensor, g_k: Tensor, g_i: Tensor):
         r"""This rank's local objective as ``x -> (m_i(x), ∇m_i(x))``.
@@ -200,109 +222,109 @@ class APTS(FlatLSR1Optimizer):
 
         return fg
 
-    # -- the iteration -------------------------------------------------------------
+    # -- the iteration, phase by phase -----------------------------------------------
     @torch.no_grad()
     def step(self, closure):  # type: ignore[override]
         if closure is None:
             raise ValueError("APTS.step needs a closure that returns the loss of this shard")
         closure = torch.enable_grad()(closure)
-        group = self.param_groups[0]
-        N = self.world_size
         theta = flat_params(self._params)
-        n = theta.numel()
-
-        # 1. global gradient and loss at θ_k: one all-reduce of [g_i, f_i]
-        f_i0, g_i0 = self._local_eval(closure)
-        buf = torch.empty(n + 1, dtype=theta.dtype, device=theta.device)
-        buf[:n] = g_i0
-        buf[n] = f_i0
-        self._all_reduce(buf, "mean")
-        f_k, g_k = buf[n], buf[:n]
-
-        # 2. local objective m_i (first-order consistent: ∇m_i(θ_k) = g_k)
-        local_fg = self.local_objective(closure, theta, g_k, g_i0)
-
-        # 3. local phase: no communication, iterate kept in ‖x − θ_k‖ ≤ Δ_k/N
-        x, fx = theta, f_i0
-        gx = g_k if group["foc"] else g_i0
-        local_radius = self.radius / N
-        local_rules = rules_from_group(
-            group, radius=local_radius, min_radius=group["min_radius"] / N, max_radius=local_radius
-        )
-        if self.local_hess is not None and group["local_memory"] == "reset":
-            self.local_hess.reset()
-        r = local_radius
-        local_done = 0
-        for _ in range(group["local_iters"]):
-            dist = torch.linalg.vector_norm(x - theta).item() if local_done else 0.0
-            budget = local_radius - dist
-            # Stop once on the ball's boundary (authors' rule). A step that ended on it
-            # measures ‖x − θ_k‖ a rounding error short of Δ_k/N: a relative 1e-3 tolerance
-            # spares a useless trial evaluation of a vanishing step.
-            if budget <= _BOUNDARY_TOL * local_radius:
-                break
-            res = tr_iteration(
-                local_fg,
-                x,
-                fx,
-                gx,
-                r,
-                self.local_hess,
-                local_rules,
-                radius_cap=budget,
-                update_rejected=group["update_rejected"],
-            )
-            local_done += 1
-            r = res.radius
-            x, fx, gx = res.x, res.f, res.g
-
-        # 4. combine: one all-reduce (sum) of [s_i, r_i]
-        buf = torch.empty(n + 1, dtype=theta.dtype, device=theta.device)
-        torch.sub(x, theta, out=buf[:n])
-        buf[n] = f_i0 - fx
-        self._all_reduce(buf, "sum")
-        s_k, pred_k = buf[:n], buf[n]
-
-        # 5. trial point: one all-reduce of [g_i, f_i] at θ_k + s_k
-        trial = theta + s_k
-        f_t, g_t = self._global_eval(closure, trial)
-
-        # 6. global test (pred ≤ 1e-12 or anything non-finite: reject); either way the pair
-        # goes to the global memory (rule 4), unless the trial loss is not finite
-        test_rules = rules_from_group(group, min_pred=_PRED_FLOOR)
-        (accepted, self.radius, rho), ared, f_trial, pred = judge_trial(
-            test_rules, f_k, f_t, g_t, pred_k, torch.linalg.vector_norm(s_k), self.radius
-        )
-        offer_pair(self.global_hess, s_k, g_t - g_k, f_trial, accepted, group["update_rejected"])
-        theta, f, g = (trial, f_t, g_t) if accepted else (theta, f_k, g_k)
-
-        # 7. global pass: G TR iterations on f, one all-reduce per trial point
-        global_accepted = 0
-        for _ in range(group["global_iters"]):
-            res = tr_iteration(
-                lambda y: self._global_eval(closure, y),
-                theta,
-                f,
-                g,
-                self.radius,
-                self.global_hess,
-                rules_from_group(group),
-                update_rejected=group["update_rejected"],
-            )
-            self.radius = res.radius
-            global_accepted += int(res.accepted)
-            theta, f, g = res.x, res.f, res.g
+        start = self._global_gradient(closure, theta)
+        x, f_x, local_done = self._local_phase(closure, theta, start)
+        test = self._global_test(closure, theta, start, x, f_x)
+        theta, f, global_accepted = self._global_pass(closure, *test.point)
 
         set_flat_params_(self._params, theta)
         self._state["step"] += 1
         self._sync_state()
         self.last_info = {
             "radius": self.radius,
-            "rho": rho,
-            "accepted": accepted,
-            "pred": pred,
-            "ared": ared,
+            "rho": test.rho,
+            "accepted": test.accepted,
+            "pred": test.pred,
+            "ared": test.ared,
             "local_iters": local_done,
             "global_accepted": global_accepted,
         }
         return f
+
+    def _global_gradient(self, closure, theta: Tensor) -> _Start:
+        """Step 1: f_i, ∇f_i at θ_k, and ONE all-reduce (mean) of [∇f_i, f_i] -> f_k, g_k."""
+        f_i, g_i = self._local_eval(closure)
+        buf = self._buffer()
+        buf[:-1] = g_i
+        buf[-1] = f_i
+        f_k, g_k = self._reduce(buf, "mean")
+        return _Start(f_i, g_i, f_k, g_k)
+
+    def _local_phase(self, closure, theta: Tensor, start: _Start) -> tuple[Tensor, Tensor, int]:
+        """Steps 2-3, no communication: up to L TR iterations on m_i from θ_k, the iterate
+        kept in ‖x − θ_k‖ ≤ Δ_k/N, stopping once on that ball's boundary. Returns x, m_i(x)
+        (f_i(x) without ``foc``) and the number of iterations done."""
+        group = self.param_groups[0]
+        local_fg = self.local_objective(closure, theta, start.g, start.g_i)
+        x, fx = theta, start.f_i
+        gx = start.g if group["foc"] else start.g_i
+        ball = self.radius / self.world_size
+        rules = rules_from_group(
+            group, radius=ball, min_radius=group["min_radius"] / self.world_size, max_radius=ball
+        )
+        if self.local_hess is not None and group["local_memory"] == "reset":
+            self.local_hess.reset()
+        r = ball
+        done = 0
+        for _ in range(group["local_iters"]):
+            dist = torch.linalg.vector_norm(x - theta).item() if done else 0.0
+            budget = ball - dist
+            # Stop once on the ball's boundary (authors' rule). A step that ended on it
+            # measures ‖x − θ_k‖ a rounding error short of Δ_k/N: a relative 1e-3 tolerance
+            # spares a useless trial evaluation of a vanishing step.
+            if budget <= _BOUNDARY_TOL * ball:
+                break
+            res = tr_iteration(
+                local_fg, x, fx, gx, r, self.local_hess, rules,
+                radius_cap=budget, update_rejected=group["update_rejected"],
+            )  # fmt: skip
+            done += 1
+            r = res.radius
+            x, fx, gx = res.x, res.f, res.g
+        return x, fx, done
+
+    def _global_test(self, closure, theta: Tensor, start: _Start, x: Tensor, fx) -> _Test:
+        """Steps 4-6: ONE all-reduce (sum) of [s_i, r_i] -> s_k, pred_k; ONE all-reduce of
+        [∇f_i, f_i] at the trial point θ_k + s_k; the TR test of ρ_k = (f_k − f⁺)/pred_k
+        (pred_k ≤ 1e-12 or anything non-finite: reject), which updates Δ. Either way the
+        pair (s_k, g⁺ − g_k) goes to the global memory (rule 4), unless f⁺ is not finite."""
+        group = self.param_groups[0]
+        buf = self._buffer()
+        torch.sub(x, theta, out=buf[:-1])
+        buf[-1] = start.f_i - fx
+        pred_k, s_k = self._reduce(buf, "sum")
+        trial = theta + s_k
+        f_t, g_t = self._global_eval(closure, trial)
+        rules = rules_from_group(group, min_pred=_PRED_FLOOR)
+        (accepted, self.radius, rho), ared, f_trial, pred = judge_trial(
+            rules, start.f, f_t, g_t, pred_k, torch.linalg.vector_norm(s_k), self.radius
+        )
+        offer_pair(
+            self.global_hess, s_k, g_t - start.g, f_trial, accepted, group["update_rejected"]
+        )
+        point = (trial, f_t, g_t) if accepted else (theta, start.f, start.g)
+        return _Test(point, accepted, rho, pred, ared)
+
+    def _global_pass(self, closure, theta: Tensor, f, g: Tensor) -> tuple[Tensor, Any, int]:
+        """Step 7: G TR iterations on f over the whole mini-batch with the global L-SR1
+        memory, one all-reduce per trial point. Returns θ_{k+1}, f(θ_{k+1}) and the number
+        of accepted iterations."""
+        group = self.param_groups[0]
+        accepted = 0
+        for _ in range(group["global_iters"]):
+            res = tr_iteration(
+                lambda y: self._global_eval(closure, y), theta, f, g, self.radius,
+                self.global_hess, rules_from_group(group),
+                update_rejected=group["update_rejected"],
+            )  # fmt: skip
+            self.radius = res.radius
+            accepted += int(res.accepted)
+            theta, f, g = res.x, res.f, res.g
+        return theta, f, accepted

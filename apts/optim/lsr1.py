@@ -91,6 +91,21 @@ class LSR1Spectrum:
     gamma: float
 
 
+@dataclass
+class _Products:
+    """The inner products of an offered pair (s, y), ψ = y − γs, with the stored pairs
+    (k-vectors oldest first, float64 on the CPU) that the skip test and the append use."""
+
+    a: Tensor  # ψᵢᵀs
+    b: Tensor  # ψᵢᵀψ
+    s_psi: float  # sᵀψ
+    psi_psi: float  # ψᵀψ
+    ss: float  # sᵀs
+    y2: float  # yᵀy
+    # γ = "auto" only: sᵢᵀs, yᵢᵀs, sᵢᵀy, yᵢᵀy (k-vectors), sᵀy, yᵀy
+    gram: tuple[Tensor, Tensor, Tensor, Tensor, float, float] | None = None
+
+
 class LSR1:
     r"""Limited-memory SR1 approximation B = γI + ΨMΨᵀ of a Hessian (see module doc).
 
@@ -175,8 +190,11 @@ class LSR1:
     def update(self, s: Tensor, y: Tensor) -> bool:
         """Offer the pair (s, y); return True when it was stored, False when skipped.
 
-        Cost: O(n·m) — two matrix–vector passes over the stored vectors plus a few
-        O(n) operations, no O(n·m²) Gram recomputation, one host sync on accelerators.
+        Three phases: the inner products of s and ψ = y − γs with the stored vectors
+        (:meth:`_inner_products`), the SR1 skip test on them (:meth:`_passes_skip_test`),
+        and the append (:meth:`_append`, then M re-formed). Cost: O(n·m) — two
+        matrix–vector passes over the stored vectors plus a few O(n) operations, no
+        O(n·m²) Gram recomputation, one host sync on accelerators.
         """
         s = s.detach().reshape(-1)
         y = y.detach().reshape(-1)
@@ -190,101 +208,126 @@ class LSR1:
             raise ValueError(f"pair has size {s.numel()}, memory holds size {n}")
         s = s.to(self._Z)
         y = y.to(self._Z)
-        k, m, gam = len(self._slots), self.memory, self._gamma
-        auto = self.auto_gamma
-        eps = torch.finfo(self._Z.dtype).eps
+        ip = self._inner_products(s, y)
+        if ip is None or not self._passes_skip_test(ip):
+            return False
+        self._append(s, y, ip)
+        kept = self._form_middle()
+        self._invalidate()
+        return kept
+
+    def _inner_products(self, s: Tensor, y: Tensor) -> _Products | None:
+        """Every inner product the skip test and the append need (None if not finite)."""
         perm = torch.tensor(self._slots, dtype=torch.long)
+        if self.auto_gamma:
+            return self._inner_products_auto(s, y, perm)
+        gam, k = self._gamma, len(self._slots)
+        assert self._Z is not None
+        # Stage ψ = y − γs in row 0: [ψ; Ψ]ᵀs and [ψ; Ψ]ᵀψ then hold every inner
+        # product the test and the Gram update need.
+        psi = self._Z[0]
+        torch.add(y, s, alpha=-gam, out=psi)
+        head = self._Z[: k + 1]
+        parts = [torch.mv(head, s), torch.mv(head, psi), torch.dot(s, s).reshape(1)]
+        h = torch.cat(parts).to(device=_CPU, dtype=_F64)  # the one host sync
+        if not bool(torch.isfinite(h).all()):
+            return None
+        s_psi, psi_psi, ss = float(h[0]), float(h[k + 1]), float(h[2 * k + 2])
+        return _Products(
+            a=h[1 : k + 1][perm],  # ψᵢᵀs, oldest first
+            b=h[k + 2 : 2 * k + 2][perm],  # ψᵢᵀψ
+            s_psi=s_psi,
+            psi_psi=psi_psi,
+            ss=ss,
+            y2=psi_psi + 2.0 * gam * s_psi + gam * gam * ss,
+        )
 
-        if auto:
-            # [S; Y]ᵀs and [S; Y]ᵀy (free slots hold stale but finite rows; ignored).
-            assert self._W is not None
-            W = self._W.view(2 * m, n)
-            dots = torch.stack([torch.dot(s, s), torch.dot(s, y), torch.dot(y, y)])
-            h = torch.cat([torch.mv(W, s), torch.mv(W, y), dots]).to(device=_CPU, dtype=_F64)
-            if not bool(torch.isfinite(h).all()):
-                return False
-            Ss, Ys = h[:m][perm], h[m : 2 * m][perm]  # sᵢᵀs, yᵢᵀs
-            Sy, Yy = h[2 * m : 3 * m][perm], h[3 * m : 4 * m][perm]  # sᵢᵀy, yᵢᵀy
-            ss, sy, yy = (float(v) for v in h[4 * m :])
-            a = Ys - gam * Ss  # ψᵢᵀs
-            b = (Yy - gam * Sy) - gam * a  # ψᵢᵀψ
-            s_psi = sy - gam * ss
-            psi_psi = yy - 2.0 * gam * sy + gam * gam * ss
-            y2 = yy
-        else:
-            # Stage ψ = y − γs in row 0: [ψ; Ψ]ᵀs and [ψ; Ψ]ᵀψ then hold every inner
-            # product the test and the Gram update need.
-            psi = self._Z[0]
-            torch.add(y, s, alpha=-gam, out=psi)
-            head = self._Z[: k + 1]
-            parts = [torch.mv(head, s), torch.mv(head, psi), torch.dot(s, s).reshape(1)]
-            h = torch.cat(parts).to(device=_CPU, dtype=_F64)  # the one host sync
-            if not bool(torch.isfinite(h).all()):
-                return False
-            s_psi = float(h[0])
-            a = h[1 : k + 1][perm]  # ψᵢᵀs, oldest first
-            psi_psi = float(h[k + 1])
-            b = h[k + 2 : 2 * k + 2][perm]  # ψᵢᵀψ
-            ss = float(h[2 * k + 2])
-            y2 = psi_psi + 2.0 * gam * s_psi + gam * gam * ss
+    def _inner_products_auto(self, s: Tensor, y: Tensor, perm: Tensor) -> _Products | None:
+        """γ = "auto": [S; Y]ᵀs and [S; Y]ᵀy (free slots hold stale but finite rows)."""
+        assert self._W is not None
+        m, gam = self.memory, self._gamma
+        W = self._W.view(2 * m, -1)
+        dots = torch.stack([torch.dot(s, s), torch.dot(s, y), torch.dot(y, y)])
+        h = torch.cat([torch.mv(W, s), torch.mv(W, y), dots]).to(device=_CPU, dtype=_F64)
+        if not bool(torch.isfinite(h).all()):
+            return None
+        Ss, Ys = h[:m][perm], h[m : 2 * m][perm]  # sᵢᵀs, yᵢᵀs
+        Sy, Yy = h[2 * m : 3 * m][perm], h[3 * m : 4 * m][perm]  # sᵢᵀy, yᵢᵀy
+        ss, sy, yy = (float(v) for v in h[4 * m :])
+        a = Ys - gam * Ss  # ψᵢᵀs
+        return _Products(
+            a=a,
+            b=(Yy - gam * Sy) - gam * a,  # ψᵢᵀψ
+            s_psi=sy - gam * ss,
+            psi_psi=yy - 2.0 * gam * sy + gam * gam * ss,
+            ss=ss,
+            y2=yy,
+            gram=(Ss, Ys, Sy, Yy, sy, yy),
+        )
 
-        # r = y − Bs = ψ − ΨMΨᵀs: all its inner products follow from the k-vectors above.
-        s_norm = math.sqrt(ss)
+    def _passes_skip_test(self, ip: _Products) -> bool:
+        """The SR1 safeguard on r = y − Bs = ψ − ΨMΨᵀs, whose inner products all follow
+        from the k-vectors of ``ip``: |sᵀr| > 1e-8·‖s‖·‖r‖ and above rounding noise."""
+        gam, k = self._gamma, len(self._slots)
+        eps = torch.finfo(self._Z.dtype).eps if self._Z is not None else 0.0
+        s_norm = math.sqrt(ip.ss)
         # Size of the terms whose rounding errors add up in sᵀr (see NOISE_FACTOR).
-        noise = s_norm * (math.sqrt(max(y2, 0.0)) + gam * s_norm)
+        noise = s_norm * (math.sqrt(max(ip.y2, 0.0)) + gam * s_norm)
         if k:
             # Ma by a backward-stable solve with M⁻¹ rather than with the explicit inverse M:
             # for a repeated pair a = M⁻¹eₖ, and M's forward error (~ε·cond) would leak in.
+            a = ip.a
             Ma = torch.linalg.solve(_sym_lower(self._SP), a)
             aMa = float(a @ Ma)
             MaPMa = float(Ma @ (self._PP @ Ma))
-            sr = s_psi - aMa
-            r2 = psi_psi - 2.0 * float(b @ Ma) + MaPMa
-            Bs2 = gam * gam * ss + 2.0 * gam * aMa + MaPMa
+            sr = ip.s_psi - aMa
+            r2 = ip.psi_psi - 2.0 * float(ip.b @ Ma) + MaPMa
+            Bs2 = gam * gam * ip.ss + 2.0 * gam * aMa + MaPMa
             psi_norms = self._PP.diagonal().clamp_min(0.0).sqrt()
             noise += s_norm * (math.sqrt(max(Bs2, 0.0)) + float(psi_norms @ Ma.abs()))
             noise += float(torch.linalg.matrix_norm(self._SP)) * float(Ma @ Ma)
         else:
-            sr, r2 = s_psi, psi_psi
+            sr, r2 = ip.s_psi, ip.psi_psi
         r_norm = math.sqrt(max(r2, 0.0))
         floor = NOISE_FACTOR * eps * noise
-        if not (abs(sr) > SKIP_RTOL * s_norm * r_norm and abs(sr) > floor):
-            return False
+        return abs(sr) > SKIP_RTOL * s_norm * r_norm and abs(sr) > floor
 
-        # Accept: append the pair (dropping the oldest on overflow, reusing its slot).
-        if k == m:
+    def _append(self, s: Tensor, y: Tensor, ip: _Products) -> None:
+        """Store the pair (dropping the oldest on overflow, reusing its slot) and extend
+        the Gram matrices by one row and column."""
+        assert self._Z is not None
+        a, b, gram = ip.a, ip.b, ip.gram
+        if len(self._slots) == self.memory:
             slot = self._pop_oldest()
             a, b = a[1:], b[1:]
-            if auto:
-                Ss, Ys, Sy, Yy = Ss[1:], Ys[1:], Sy[1:], Yy[1:]
+            if gram is not None:
+                gram = (gram[0][1:], gram[1][1:], gram[2][1:], gram[3][1:], *gram[4:])
         else:
-            slot = k
-        self._s2.append(ss)
+            slot = len(self._slots)
+        self._s2.append(ip.ss)
         # y2 is expanded from ψ = y − γs; for y ≈ 0 (a flat loss) its terms cancel and
         # rounding can leave it below zero, where the pivot tolerance's sqrt fails
-        self._y2.append(max(y2, 0.0))
+        self._y2.append(max(ip.y2, 0.0))
         self._slots.append(slot)
-        if auto:
-            assert self._W is not None
-            self._W[0, slot].copy_(s)
-            self._W[1, slot].copy_(y)
-            self._SS = _append(self._SS, Ss, Ss, ss)
-            self._SY = _append(self._SY, Sy, Ys, sy)  # SY[i, j] = sᵢᵀyⱼ
-            self._YY = _append(self._YY, Yy, Yy, yy)
-            new_gamma = yy / sy if sy != 0.0 else math.inf
-            if not (math.isfinite(new_gamma) and new_gamma > 0.0):
-                new_gamma = 1.0
-            changed = new_gamma != gam
-            self._gamma = new_gamma
-            self._refresh_psi(None if changed else slot)
-        else:
+        if gram is None:
             self._Z[1 + slot].copy_(self._Z[0])
-            self._PP = _append(self._PP, b, b, psi_psi)
+            self._PP = _append(self._PP, b, b, ip.psi_psi)
             # SP[new, j] = sᵀψⱼ; the upper triangle is not needed with a fixed γ.
-            self._SP = _append(self._SP, torch.zeros(len(a), dtype=_F64), a, s_psi)
-        kept = self._form_middle()
-        self._invalidate()
-        return kept
+            self._SP = _append(self._SP, torch.zeros(len(a), dtype=_F64), a, ip.s_psi)
+            return
+        assert self._W is not None
+        Ss, Ys, Sy, Yy, sy, yy = gram
+        self._W[0, slot].copy_(s)
+        self._W[1, slot].copy_(y)
+        self._SS = _append(self._SS, Ss, Ss, ip.ss)
+        self._SY = _append(self._SY, Sy, Ys, sy)  # SY[i, j] = sᵢᵀyⱼ
+        self._YY = _append(self._YY, Yy, Yy, yy)
+        new_gamma = yy / sy if sy != 0.0 else math.inf
+        if not (math.isfinite(new_gamma) and new_gamma > 0.0):
+            new_gamma = 1.0
+        changed = new_gamma != self._gamma
+        self._gamma = new_gamma
+        self._refresh_psi(None if changed else slot)
 
     def _refresh_psi(self, slot: int | None) -> None:
         """γ = "auto": ψ = y − γs for one slot (or all when γ changed), and ΨᵀΨ, SᵀΨ."""

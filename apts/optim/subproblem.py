@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .lsr1 import LSR1
+from .lsr1 import LSR1, LSR1Spectrum
 
 __all__ = ["SubproblemResult", "solve_subproblem", "solve_subproblem_detailed"]
 
@@ -94,68 +94,21 @@ def solve_subproblem_detailed(g: Tensor, hess: LSR1 | None, radius: float) -> Su
     radius = float(radius)
     if not (math.isfinite(radius) and radius > 0.0):
         raise ValueError(f"radius must be positive and finite, got {radius}")
-    shape = g.shape
     g1 = g.detach().reshape(-1)
     if hess is None:
-        gg = float(torch.dot(g1, g1))
-        if gg == 0.0 or not math.isfinite(gg):
-            return _degenerate(g, gg)
-        gn = math.sqrt(gg)
-        return SubproblemResult(
-            p=(g1 * (-radius / gn)).reshape(shape),
-            pred=radius * gn,
-            sigma=gn / radius,
-            step_norm=radius,
-        )
-
+        return _first_order(g, g1, radius)
     spec = hess.spectrum()
-    psi = spec.psi
-    if psi is None:
-        gg = float(torch.dot(g1, g1))
-        a: list[float] = []
-        coef = None
-    else:
-        k = psi.shape[0]
-        if psi.shape[1] != g1.numel():
-            raise ValueError(f"g has {g1.numel()} entries, the L-SR1 memory {psi.shape[1]}")
-        buf = torch.empty(k + 1, dtype=psi.dtype, device=psi.device)
-        torch.mv(psi, g1, out=buf[:k])
-        torch.dot(g1, g1, out=buf[k])
-        h = buf.to(device=_CPU, dtype=_F64)  # the one host sync
-        gg = float(h[k])
-        coef = spec.coef
-        a = (coef.T @ h[:k]).tolist() if math.isfinite(gg) else []
+    gg, a = _project(g1, spec)
     if gg == 0.0 or not math.isfinite(gg):
         return _degenerate(g, gg)
-
     r = len(spec.lam)
     has_perp = g1.numel() > r  # the γ-eigenspace (complement of span Ψ) is non-empty
     gperp2 = max(gg - sum(x * x for x in a), 0.0)
     eps = torch.finfo(g1.dtype).eps
     sol = _solve_eig(a, spec.lam, spec.gamma, gperp2, has_perp, radius, eps)
-
-    alpha = sol.alpha
-    pred = sol.pred
-    if coef is not None and r:
-        d = [c - alpha * x for c, x in zip(sol.c, a, strict=True)]
-        beta = coef @ torch.tensor(d, dtype=_F64)
-        beta = beta.to(device=psi.device, dtype=psi.dtype)
-        # p = αg + P∥(c − αg∥), i.e. P∥c on span(Ψ) and αg⊥ on its complement.
-        p = torch.addmv(g1, psi.T, beta, beta=alpha)
-        # P∥ = Ψᵀ·coef is orthonormal only to the accuracy of the Gram matrix ΨᵀΨ in the
-        # vector dtype (≈ ε·cond(Ψ)²), so ‖p‖ from the small algebra can exceed Δ slightly:
-        # measure it once (one pass) and pull p back onto the ball if needed.
-        pn = float(torch.linalg.vector_norm(p))
-        if pn > radius:
-            f = radius / pn
-            p.mul_(f)
-            pred = max(-(f * sol.lin + 0.5 * f * f * sol.quad), 0.0)
-            pn = radius
-    else:
-        p = g1 * alpha
-        pn = sol.step_norm
+    p, pred, pn = _assemble(g1, spec, a, sol, radius)
     return SubproblemResult(
-        p=p.reshape(shape),
+        p=p.reshape(g.shape),
         pred=pred,
         sigma=sol.sigma,
         step_norm=pn,
@@ -164,6 +117,60 @@ def solve_subproblem_detailed(g: Tensor, hess: LSR1 | None, radius: float) -> Su
         lambda_min=sol.lmin,
         iterations=sol.iterations,
     )
+
+
+def _first_order(g: Tensor, g1: Tensor, radius: float) -> SubproblemResult:
+    """B = 0: the Cauchy step p = −Δg/‖g‖ of the linear model, pred = Δ‖g‖."""
+    gg = float(torch.dot(g1, g1))
+    if gg == 0.0 or not math.isfinite(gg):
+        return _degenerate(g, gg)
+    gn = math.sqrt(gg)
+    return SubproblemResult(
+        p=(g1 * (-radius / gn)).reshape(g.shape),
+        pred=radius * gn,
+        sigma=gn / radius,
+        step_norm=radius,
+    )
+
+
+def _project(g1: Tensor, spec: LSR1Spectrum) -> tuple[float, list[float]]:
+    """‖g‖² and g∥ = P∥ᵀg (empty when the memory is, or when g is not finite)."""
+    psi = spec.psi
+    if psi is None:
+        return float(torch.dot(g1, g1)), []
+    k = psi.shape[0]
+    if psi.shape[1] != g1.numel():
+        raise ValueError(f"g has {g1.numel()} entries, the L-SR1 memory {psi.shape[1]}")
+    buf = torch.empty(k + 1, dtype=psi.dtype, device=psi.device)
+    torch.mv(psi, g1, out=buf[:k])
+    torch.dot(g1, g1, out=buf[k])
+    h = buf.to(device=_CPU, dtype=_F64)  # the one host sync
+    gg = float(h[k])
+    return gg, (spec.coef.T @ h[:k]).tolist() if math.isfinite(gg) else []
+
+
+def _assemble(
+    g1: Tensor, spec: LSR1Spectrum, a: list[float], sol: _EigSolution, radius: float
+) -> tuple[Tensor, float, float]:
+    """The n-vector p = αg + P∥(c − αg∥) from the eigen-coordinates; returns p, pred, ‖p‖."""
+    psi, pred = spec.psi, sol.pred
+    if psi is None or not spec.lam:
+        return g1 * sol.alpha, pred, sol.step_norm
+    alpha = sol.alpha
+    d = [c - alpha * x for c, x in zip(sol.c, a, strict=True)]
+    beta = (spec.coef @ torch.tensor(d, dtype=_F64)).to(device=psi.device, dtype=psi.dtype)
+    # p = αg + P∥(c − αg∥), i.e. P∥c on span(Ψ) and αg⊥ on its complement.
+    p = torch.addmv(g1, psi.T, beta, beta=alpha)
+    # P∥ = Ψᵀ·coef is orthonormal only to the accuracy of the Gram matrix ΨᵀΨ in the
+    # vector dtype (≈ ε·cond(Ψ)²), so ‖p‖ from the small algebra can exceed Δ slightly:
+    # measure it once (one pass) and pull p back onto the ball if needed.
+    pn = float(torch.linalg.vector_norm(p))
+    if pn > radius:
+        f = radius / pn
+        p.mul_(f)
+        pred = max(-(f * sol.lin + 0.5 * f * f * sol.quad), 0.0)
+        pn = radius
+    return p, pred, pn
 
 
 def _degenerate(g: Tensor, gg: float) -> SubproblemResult:
@@ -206,49 +213,14 @@ def _solve_eig(
     r = len(lam)
     lams = list(lam) + ([gamma] if has_perp else [])
     w = [x * x for x in a] + ([gperp2] if has_perp else [])
-    wsum = sum(w)
-    lmin = min(lams)
-    d2 = delta * delta
-    excluded: list[int] = []  # span components whose weight is rounding noise (hard case)
-    sigma = 0.0
-    interior = hard = False
-    tau = 0.0
-    j0 = -1
-    iters = 0
-    done = False
-
-    if lmin > 0.0 and _norm2(0.0, w, lams) <= d2:
-        interior = done = True  # σ* = 0: the Newton step −B⁻¹g is inside the ball
-    if not done:
-        lo = max(0.0, -lmin)
-        if r and lmin <= 0.0:
-            scale = max(abs(v) for v in lams)
-            J = [j for j in range(r) if lam[j] <= lmin + _EIG_RTOL * scale]
-            # g∥ along the λ_min eigenspace can only be resolved to ~√ε·‖g‖ (float32
-            # vectors, conditioning of Ψ); below that it is treated as exactly zero.
-            if sum(w[j] for j in J) <= eps * wsum:
-                excluded = J
-                w = [0.0 if j in J else wj for j, wj in enumerate(w)]
-                n2 = _norm2(lo, w, lams)
-                if n2 < d2:
-                    sigma = lo
-                    done = True
-                    if lmin < 0.0:  # hard case: fill up to the boundary along z
-                        hard = True
-                        j0 = J[0]
-                        tau = math.sqrt(d2 - n2)
-                    else:  # B ⪰ 0 singular, g ⟂ null space: −B⁺g is inside the ball
-                        interior = True
-        if not done:
-            sigma, iters = _secular(w, lams, delta, lo)
-
+    m = _multiplier(lam, lams, w, delta, eps)
     c = [0.0] * r
     for j in range(r):
-        if j not in excluded and w[j] > 0.0:
-            c[j] = -a[j] / (lam[j] + sigma)
-    alpha = -1.0 / (gamma + sigma)
-    if hard:
-        c[j0] = -tau if a[j0] > 0.0 else tau  # the sign with gᵀz·τ ≤ 0
+        if j not in m.excluded and m.w[j] > 0.0:
+            c[j] = -a[j] / (lam[j] + m.sigma)
+    alpha = -1.0 / (gamma + m.sigma)
+    if m.hard:
+        c[m.j0] = -m.tau if a[m.j0] > 0.0 else m.tau  # the sign with gᵀz·τ ≤ 0
     pn2 = sum(x * x for x in c) + (alpha * alpha * gperp2 if has_perp else 0.0)
     pn = math.sqrt(pn2)
     if pn > delta:  # rounding on the boundary: scale back inside exactly
@@ -262,7 +234,48 @@ def _solve_eig(
         lin += alpha * gperp2
         quad += gamma * alpha * alpha * gperp2
     pred = max(-(lin + 0.5 * quad), 0.0)
-    return _EigSolution(sigma, c, alpha, pred, pn, interior, hard, lmin, iters, lin, quad)
+    return _EigSolution(
+        m.sigma, c, alpha, pred, pn, m.interior, m.hard, min(lams), m.iters, lin, quad
+    )
+
+
+@dataclass
+class _Multiplier:
+    sigma: float  # σ*
+    w: list[float]  # squared coordinates of g, with the excluded ones zeroed
+    excluded: list[int]  # span components whose weight is rounding noise (hard case)
+    interior: bool = False
+    hard: bool = False
+    j0: int = -1  # hard case: the λ_min eigenvector z filled along
+    tau: float = 0.0  # hard case: the length along z
+    iters: int = 0
+
+
+def _multiplier(
+    lam: tuple[float, ...], lams: list[float], w: list[float], delta: float, eps: float
+) -> _Multiplier:
+    """σ*: 0 for an interior Newton step, −λ_min in the hard case, else the root of the
+    secular equation (Moré & Sorensen)."""
+    r, lmin, d2 = len(lam), min(lams), delta * delta
+    if lmin > 0.0 and _norm2(0.0, w, lams) <= d2:
+        return _Multiplier(0.0, w, [], interior=True)  # −B⁻¹g is inside the ball
+    lo = max(0.0, -lmin)
+    if r and lmin <= 0.0:
+        scale = max(abs(v) for v in lams)
+        J = [j for j in range(r) if lam[j] <= lmin + _EIG_RTOL * scale]
+        # g∥ along the λ_min eigenspace can only be resolved to ~√ε·‖g‖ (float32
+        # vectors, conditioning of Ψ); below that it is treated as exactly zero.
+        if sum(w[j] for j in J) <= eps * sum(w):
+            w = [0.0 if j in J else wj for j, wj in enumerate(w)]
+            n2 = _norm2(lo, w, lams)
+            if n2 < d2 and lmin < 0.0:  # hard case: fill up to the boundary along z
+                return _Multiplier(lo, w, J, hard=True, j0=J[0], tau=math.sqrt(d2 - n2))
+            if n2 < d2:  # B ⪰ 0 singular, g ⟂ null space: −B⁺g is inside the ball
+                return _Multiplier(lo, w, J, interior=True)
+            sigma, iters = _secular(w, lams, delta, lo)
+            return _Multiplier(sigma, w, J, iters=iters)
+    sigma, iters = _secular(w, lams, delta, lo)
+    return _Multiplier(sigma, w, [], iters=iters)
 
 
 def _secular(w: list[float], lams: list[float], delta: float, lo: float) -> tuple[float, int]:
