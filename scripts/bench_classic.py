@@ -8,7 +8,8 @@ point (``update_rejected=True``, APTS.md rule 4) against updates on acceptance o
 Each cell: steps to convergence (closure evaluations in brackets: TrustRegion.step
 evaluates the current point and the trial point), "local" when it converged to a known
 local minimiser, or "✗ f = ..." when the budget ran out. Convergence: f − f* ≤ 1e-12 (f* = 0)
-or ≤ 1e-5·f* (see ``apts.optim.problems``). Other options: TrustRegion's defaults, float64.
+or ≤ 1e-5·f* (see ``apts.optim.problems``). m = 5 pairs (the README table's); other
+options: TrustRegion's defaults, float64.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main() -> None:
     for name in args.problems.split(","):
         prob = problem(name)
         runs = [
-            run_trust_region(prob, args.budget, gamma=g, update_rejected=u) for g, u in VARIANTS
+            run_trust_region(prob, args.budget, gamma=g, update_rejected=u, memory=5)
+            for g, u in VARIANTS
         ]
         start = "0" if name.endswith("@zero") else "standard"
         row = [f"{prob.name.split('@')[0]} ({prob.ref})", str(prob.n), start]

@@ -351,8 +351,8 @@ def simulate_apts(n, overlap, iters, L=3, G=3, delta=0.1):
         return torch.stack(fs).mean(), torch.stack(gs).mean(0)
 
     rules = TRRules(radius=delta)
-    local_hess = [LSR1(5, 1e-3) for _ in range(n)]
-    global_hess = LSR1(5, 1e-3)
+    local_hess = [LSR1(10, 1e-3) for _ in range(n)]  # APTS.md: m = 10, γ = 1e-3
+    global_hess = LSR1(10, 1e-3)
     theta = flat_params(params)
     trajectory = []
     rejections = 0

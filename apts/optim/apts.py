@@ -122,7 +122,7 @@ class APTS(FlatLSR1Optimizer):
         global_iters: int = 3,
         foc: bool = True,
         order: str = "second",
-        memory: int = 5,
+        memory: int = 10,
         gamma: float | str = 1e-3,
         local_memory: str = "keep",
         radius: float = 0.1,

@@ -67,7 +67,7 @@ RANK_FACTOR = 10.0
 # its O(m·n) vector work: measured 5 ms at m = 16, 76 ms at m = 64, 0.47 s at m = 128 and
 # 2.5 s at m = 256 per update (n = 2000, one core), so beyond 128 the memory's bookkeeping
 # would dominate any model's forward/backward pass; and the (m+1)·n buffers are allocated
-# at construction by the optimizers. L-SR1 in practice uses m ≤ 30 (default 5).
+# at construction by the optimizers. L-SR1 in practice uses m ≤ 30 (default 10).
 MAX_MEMORY = 128
 
 
@@ -126,7 +126,7 @@ class LSR1:
     the CPU. Memory use: (m+1)·n numbers ((3m+1)·n with ``gamma="auto"``).
     """
 
-    def __init__(self, memory: int = 5, gamma: float | str = 1e-3) -> None:
+    def __init__(self, memory: int = 10, gamma: float | str = 1e-3) -> None:
         self.check_options(memory, gamma)
         self.memory = int(memory)
         self._gamma_spec: float | str = gamma if gamma == "auto" else float(gamma)

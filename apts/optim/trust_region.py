@@ -424,7 +424,7 @@ class TrustRegion(FlatLSR1Optimizer):
         dec: float = 0.5,
         inc: float = 2.0,
         order: str = "second",
-        memory: int = 5,
+        memory: int = 10,
         gamma: float | str = 1e-3,
         update_rejected: bool = True,
     ) -> None:
