@@ -5,8 +5,13 @@ Three kinds of optimizer are driven here:
 - ``sgd``/``adam``: data-parallel baselines under ``DistributedDataParallel``; the
   global mini-batch of ``batch_size`` is split across the ranks (no overlap) and
   DDP averages the gradients (one all-reduce per bucket, counted by a comm hook).
-- ``local_sgd``/``local_adam``: each rank steps on its shard; the optimizer averages
-  the parameters itself every H steps and at the end of every epoch (``synchronize``).
+- ``prodigy``/``schedulefree_adamw``: the tuning-free baselines, under DDP like Adam;
+  schedule-free's parameters are switched to its average x (``opt.eval()``) at each
+  epoch's end, for evaluation and the checkpoint, and back (``opt.train()``) at the start
+  of each epoch.
+- ``local_sgd``/``local_adam``/``diloco``: each rank steps on its shard; the optimizer
+  averages the parameters (DiLoCo: takes its outer step) itself every H steps and at the
+  end of every epoch (``synchronize``).
 - ``tr``/``apts``: closure optimizers that do their own (counted) collectives; each
   rank's closure computes the loss of its shard of the mini-batch (with APTS's
   overlap), zeroes the gradients and calls backward.
@@ -230,6 +235,7 @@ def run_epoch(s: Setup, cfg: dict, ds: Dataset, epoch: int, batches: list, bar) 
     res = EpochResult(torch.zeros((), dtype=torch.float64, device=dev))
     res.first_bad = torch.full((), -1, dtype=torch.int64, device=dev)
     s.model.train()
+    _switch(s.opt, "train")
     for step, idx in enumerate(batches, start=1):
         sidx = shard(idx, rank, world, s.overlap)
         x = to_float(ds.train_x[sidx], ds.mean, ds.std, dev)
@@ -259,7 +265,16 @@ def run_epoch(s: Setup, cfg: dict, ds: Dataset, epoch: int, batches: list, bar) 
     sync = getattr(s.opt, "synchronize", None)  # local SGD/Adam: evaluate the average
     if sync is not None:
         sync()
+    _switch(s.opt, "eval")
     return res
+
+
+def _switch(opt: torch.optim.Optimizer, mode: str) -> None:
+    """``opt.train()``/``opt.eval()`` for optimizers that keep a training point apart from
+    the point to evaluate and save (schedule-free: y and x); no-op for the others."""
+    switch = getattr(opt, mode, None)
+    if callable(switch):
+        switch()
 
 
 def reduce_epoch(s: Setup, res: EpochResult, cfg: dict, epoch: int, n_batches: int) -> tuple:

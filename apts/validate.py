@@ -59,7 +59,17 @@ warnings.filterwarnings(
     "ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore"
 )
 DEVICES = ("cpu", "cuda", "auto")
-OPTIMIZERS = ("sgd", "adam", "tr", "apts", "local_sgd", "local_adam")
+OPTIMIZERS = (
+    "sgd",
+    "adam",
+    "tr",
+    "apts",
+    "local_sgd",
+    "local_adam",
+    "diloco",
+    "prodigy",
+    "schedulefree_adamw",
+)
 
 
 class ConfigError(ValueError):

@@ -19,7 +19,7 @@ from test_runner import FCNN_PARAMS, SMALL, read_metrics, run_cli
 
 from apts.comm import Comm
 from apts.data import shard
-from apts.optim import LocalAdam, LocalSGD
+from apts.optim import DiLoCo, LocalAdam, LocalSGD
 from apts.optim.flat import flat_params, set_flat_params_
 from apts.validate import ConfigError, validate
 
@@ -42,10 +42,12 @@ def averages(steps: int, h: int) -> int:
 
 
 # ------------------------------------------------------------------ N ranks (gloo)
-def _counts_and_identity(rank, n):
+def counts_and_identity(rank, n, cls=LocalAdam):
+    """Steps and synchronize() calls of ``cls`` (LocalAdam, DiLoCo): the optimizer
+    collectives so far and whether all ranks hold the same parameters, after each."""
     model, x, y = make_problem(dtype=torch.float32)
     comm = Comm(record_sizes=True)
-    opt = LocalAdam(model.parameters(), comm=comm, sync_every=H, lr=1e-2)
+    opt = cls(model.parameters(), comm=comm, sync_every=H, lr=1e-2)
     identical, calls = [], []
 
     def record():
@@ -95,10 +97,11 @@ def _local_adam(rank, n, steps, h, lr):
 def _make(kind, params, comm):
     if kind == "sgd":
         return LocalSGD(params, comm=comm, sync_every=H, lr=0.1, momentum=0.9, nesterov=True)
-    return LocalAdam(params, comm=comm, sync_every=H, lr=1e-2, weight_decay=1e-2)
+    cls = DiLoCo if kind == "diloco" else LocalAdam
+    return cls(params, comm=comm, sync_every=H, lr=1e-2, weight_decay=1e-2)
 
 
-def _resume(rank, n, kind):
+def resume_scenario(rank, n, kind):
     """5 steps, save (through pickle), 5 more + synchronize; then the same 5 + synchronize
     from the saved state in a fresh model and optimizer."""
     model, x, y = make_problem()
@@ -107,7 +110,7 @@ def _resume(rank, n, kind):
     for t in range(5):
         local_step(model, opt, x, y, rank, n, t)
     saved = pickle.loads(pickle.dumps((model.state_dict(), opt.state_dict())))
-    out = {"local_steps": saved[1]["param_groups"][0]["local_steps"]}
+    out = {"local_steps": saved[1]["param_groups"][0]["local_steps"], "saved": saved[1]}
     for label in ("straight", "resumed"):
         if label == "resumed":
             model, _, _ = make_problem(seed=1)  # other initial weights: all must come from saved
@@ -124,10 +127,10 @@ def _resume(rank, n, kind):
 
 def _all_scenarios(rank, n):
     return {
-        "counts": _counts_and_identity(rank, n),
+        "counts": counts_and_identity(rank, n),
         "gd": _gradient_descent(rank, n, steps=5, lr=0.5, wd=1e-2),
         "adam": _local_adam(rank, n, steps=8, h=H, lr=1e-2),
-        "resume": {kind: _resume(rank, n, kind) for kind in ("sgd", "adam")},
+        "resume": {kind: resume_scenario(rank, n, kind) for kind in ("sgd", "adam")},
     }
 
 
@@ -137,36 +140,34 @@ def ranks(request):
     return n, run_ranks(_all_scenarios, n)
 
 
-def test_one_counted_average_per_period_plus_one_at_synchronize(ranks):
-    _, results = ranks
+def check_counts(counts: list[dict]) -> None:
+    """Every rank's :func:`counts_and_identity`: one counted all-reduce of the n float32
+    parameters per period and at a synchronize() with steps since the last one, nothing
+    else, and bit-identical parameters exactly after each."""
     first = averages(STEPS, H)  # STEPS steps and synchronize
-    expected = (
+    calls = (
         [t // H for t in range(1, STEPS + 1)]
         + [first, first]  # synchronize, then synchronize again: free
         + [first + t // H for t in range(1, H + 1)]  # one full period
         + [first + averages(H, H)]  # synchronize right after a periodic average: free
     )
-    assert expected[-1] == STEPS // H + 2
-    for r in results:
-        c = r["counts"]
-        assert c["calls"] == expected
-        # every average: one all-reduce of the n float32 parameters, nothing else
-        assert c["sizes"] == [("optimizer", c["n"])] * expected[-1]
-        assert c["bytes"] == {"optimizer": expected[-1] * c["n"] * 4}
-
-
-def test_parameters_bit_identical_on_all_ranks_exactly_after_each_average(ranks):
-    # identical after every average (and every synchronize); between averages the ranks'
-    # local steps on different shards really make them differ
-    _, results = ranks
-    expected = (
+    assert calls[-1] == STEPS // H + 2
+    # between averages the ranks' local steps on different shards really make them differ
+    identical = (
         [t % H == 0 for t in range(1, STEPS + 1)]
         + [True, True]
         + [t % H == 0 for t in range(1, H + 1)]
         + [True]
     )
-    for r in results:
-        assert r["counts"]["identical"] == expected
+    for c in counts:
+        assert c["calls"] == calls
+        assert c["sizes"] == [("optimizer", c["n"])] * calls[-1]
+        assert c["bytes"] == {"optimizer": calls[-1] * c["n"] * 4}
+        assert c["identical"] == identical
+
+
+def test_one_counted_average_per_period_and_ranks_identical_after_each(ranks):
+    check_counts([r["counts"] for r in ranks[1]])
 
 
 def test_h1_local_sgd_is_gradient_descent_on_the_whole_batch(ranks):
@@ -288,8 +289,14 @@ def test_parameters_of_mixed_dtypes_are_rejected():
     ],
 )
 def test_local_adam_config_errors_are_one_line(overrides, line):
+    assert_config_error("local_adam", overrides, line)
+
+
+def assert_config_error(optimizer: str, overrides: list[str], line: str) -> None:
+    """``optimizer=<optimizer>`` with ``overrides`` fails validation with one line that
+    starts with ``line``."""
     with pytest.raises(ConfigError) as e:
-        validate(_compose("optimizer=local_adam", *overrides))
+        validate(_compose(f"optimizer={optimizer}", *overrides))
     assert str(e.value).startswith(line) and "\n" not in str(e.value)
 
 
@@ -307,11 +314,13 @@ def test_reproduce_profiles_name_existing_local_presets():
         assert cfg.optimizer.name in ("local_adam", "local_sgd") and cfg.batch_size == 128
 
 
-def test_runner_averages_every_h_steps_and_at_each_epoch_end(tmp_path):
-    h = 4
+def run_every_h_steps(tmp_path, optimizer: str, h: int = 4) -> dict:
+    """A 2-rank, 2-epoch run of ``optimizer`` with sync_every=h: one counted collective of
+    the n parameters every h steps and at each epoch's end, nothing else but the metrics
+    (and the checkpoint gather); its checkpoint, saved right after the epoch-end one."""
     run_cli(
         *SMALL,
-        "optimizer=local_adam",
+        f"optimizer={optimizer}",
         f"optimizer.sync_every={h}",
         "subdomains=2",
         "epochs=2",
@@ -326,9 +335,14 @@ def test_runner_averages_every_h_steps_and_at_each_epoch_end(tmp_path):
         # the epoch's checkpoint gather is counted after its row is written
         assert r["comm_by_kind"]["calls"].keys() - {"checkpoint"} == {"optimizer", "metrics"}
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
-    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     for rank in ckpt["ranks"]:  # saved after the epoch-end average
         assert rank["optimizer"]["param_groups"][0]["local_steps"] == 0
+    return ckpt
+
+
+def test_runner_averages_every_h_steps_and_at_each_epoch_end(tmp_path):
+    run_every_h_steps(tmp_path, "local_adam")
 
 
 @pytest.mark.parametrize("cls", [LocalSGD, LocalAdam])

@@ -4,6 +4,7 @@ Imports only torch and the standard library.
 """
 
 from .apts import APTS
+from .diloco import DiLoCo
 from .flat import check_flat_params, flat_grad, flat_params, num_params, set_flat_params_
 from .local_sgd import LocalAdam, LocalSGD
 from .lsr1 import LSR1, LSR1Spectrum
@@ -12,6 +13,7 @@ from .trust_region import TRDecision, TRResult, TRRules, TrustRegion, tr_iterati
 
 __all__ = [
     "APTS",
+    "DiLoCo",
     "LSR1",
     "LSR1Spectrum",
     "LocalAdam",
