@@ -125,10 +125,11 @@ OPTION_ERRORS = [
     (TrustRegion, {"update_rejected": "yes"}, "update_rejected='yes' must be True or False"),
     (TrustRegion, {"update_rejected": 1}, "update_rejected=1 must be True or False"),
     (TrustRegion, {"comm": "gloo"}, "comm='gloo' must be None or an object with all_reduce"),
+    (TrustRegion, {"comm": NoWorldSize()}, "comm=NoWorldSize() must be None or an object with"),
     (
         APTS,
         {"comm": NoWorldSize()},
-        "comm=NoWorldSize() must be None or an object with all_reduce(tensor, op=...) and an "
+        "comm=NoWorldSize() must be None or an object with all_reduce(tensor, op) and an "
         "integer world_size >= 1",
     ),
     (APTS, {"local_iters": -1}, "local_iters=-1 must be an integer >= 0"),
@@ -534,12 +535,13 @@ def test_state_of_another_model_is_refused() -> None:
 class FakeComm:
     """Records all_reduce calls; identity mean (one rank)."""
 
+    world_size = 1
+
     def __init__(self) -> None:
         self.calls: list[tuple[int, str]] = []
 
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    def all_reduce(self, tensor: torch.Tensor, op: str) -> None:
         self.calls.append((tensor.numel(), op))
-        return tensor
 
 
 def test_comm_two_flat_all_reduces_per_step() -> None:
@@ -573,9 +575,9 @@ def test_comm_averages_are_used() -> None:
     # A comm that "averages" with a second rank whose gradient and loss are zero: the
     # optimizer must use the reduced buffer (half the loss, half the gradient).
     class HalfComm(FakeComm):
-        def all_reduce(self, tensor, op="sum"):
+        def all_reduce(self, tensor, op):
             super().all_reduce(tensor, op)
-            return tensor.mul_(0.5)
+            tensor.mul_(0.5)  # in place: the contract ignores the return value
 
     x, opt, closure = rosen_setup(2, order="first", comm=HalfComm())
     loss = opt.step(closure)

@@ -4,6 +4,7 @@ Imports only torch and the standard library.
 """
 
 from .apts import APTS
+from .comm import Communicator, SingleProcess
 from .diloco import DiLoCo
 from .flat import check_flat_params, flat_grad, flat_params, num_params, set_flat_params_
 from .local_sgd import LocalAdam, LocalSGD
@@ -13,11 +14,13 @@ from .trust_region import TRDecision, TRResult, TRRules, TrustRegion, tr_iterati
 
 __all__ = [
     "APTS",
+    "Communicator",
     "DiLoCo",
     "LSR1",
     "LSR1Spectrum",
     "LocalAdam",
     "LocalSGD",
+    "SingleProcess",
     "SubproblemResult",
     "TRDecision",
     "TRResult",

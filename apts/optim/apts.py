@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from apts.optim.checks import check_bool, check_choice, check_comm, check_int
+from apts.optim.checks import check_bool, check_choice, check_int
+from apts.optim.comm import communicator
 from apts.optim.flat import flat_grad, flat_params, set_flat_params_
 from apts.optim.lsr1 import LSR1
 from apts.optim.trust_region import (
@@ -86,9 +87,9 @@ class APTS(FlatLSR1Optimizer):
 
     Args:
         params: parameters (one group; flattened internally into one vector).
-        comm: keyword-only; the collective layer (:class:`apts.comm.Comm`, or any object
-            with ``world_size`` and ``all_reduce(tensor, op="sum"|"mean")``) or ``None``
-            for one process.
+        comm: keyword-only; a :class:`~apts.optim.comm.Communicator` (``world_size`` and
+            an in-place ``all_reduce(tensor, op)``, e.g. the runner's counted
+            :class:`apts.comm.Comm`) or ``None`` for one process.
         local_iters: L, local TR iterations per step (0 disables the local phase).
         global_iters: G, global TR iterations per step.
         foc: use the first-order-consistent local objective :math:`m_i` (else :math:`f_i`).
@@ -134,7 +135,7 @@ class APTS(FlatLSR1Optimizer):
         inc: float = 2.0,
         update_rejected: bool = True,
     ):
-        check_comm(comm, world_size=True)
+        comm = communicator(comm)
         defaults = dict(
             local_iters=check_int("local_iters", local_iters, 0),
             global_iters=check_int("global_iters", global_iters, 0),
@@ -154,9 +155,8 @@ class APTS(FlatLSR1Optimizer):
                 update_rejected=update_rejected,
             ),
         )
-        super().__init__(params, defaults)
-        self.comm = comm
-        self.world_size = comm.world_size if comm is not None else 1
+        super().__init__(params, defaults, comm)
+        self.world_size = self.comm.world_size
         self.last_info: dict[str, Any] = {}
 
     @property
@@ -189,21 +189,7 @@ class APTS(FlatLSR1Optimizer):
     def _global_eval(self, closure, x: Tensor) -> tuple[Tensor, Tensor]:
         """f and ∇f over the whole mini-batch at x: ONE all-reduce of [∇f_i, f_i]."""
         set_flat_params_(self._params, x)
-        loss = closure()
-        buf = self._buffer()
-        flat_grad(self._params, out=buf[:-1])
-        buf[-1] = loss.detach()
-        return self._reduce(buf, "mean")
-
-    def _buffer(self) -> Tensor:
-        """A communication buffer [vector (n) | scalar (1)]."""
-        return torch.empty(self._numel + 1, dtype=self._dtype, device=self._device)
-
-    def _reduce(self, buf: Tensor, op: str) -> tuple[Tensor, Tensor]:
-        """All-reduce ``buf`` = [vector | scalar] in place; return (scalar, vector)."""
-        if self.comm is not None:
-            self.comm.all_reduce(buf, op=op)
-        return buf[-1], buf[:-1]
+        return self._evaluate(closure)
 
     def local_objective(self, closure, theta: Tensor, g_k: Tensor, g_i: Tensor):
         r"""This rank's local objective as ``x -> (m_i(x), ∇m_i(x))``.

@@ -17,7 +17,6 @@ from typing import Any
 __all__ = [
     "check_bool",
     "check_choice",
-    "check_comm",
     "check_int",
     "check_number",
     "is_number",
@@ -86,19 +85,3 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     quoted = [repr(c) for c in choices]
     listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
     raise ValueError(f"{name}={value!r} must be {listed}")
-
-
-def check_comm(value: Any, *, world_size: bool) -> None:
-    """``comm``: None, or an object with ``all_reduce(tensor, op=...)`` (and an integer
-    ``world_size`` >= 1 when ``world_size`` is asked for)."""
-    if value is None:
-        return
-    ok = callable(getattr(value, "all_reduce", None))
-    if ok and world_size:
-        size = getattr(value, "world_size", None)
-        ok = isinstance(size, Integral) and not isinstance(size, bool) and size >= 1
-    if not ok:
-        need = "all_reduce(tensor, op=...) and an integer world_size >= 1"
-        if not world_size:
-            need = "all_reduce(tensor, op=...)"
-        raise ValueError(f"comm={value!r} must be None or an object with {need}")

@@ -85,8 +85,8 @@ class DiLoCo(LocalAdam):
     Args:
         params: the parameters (one dtype, one device), or parameter groups.
         lr, betas, eps, weight_decay: the inner ``torch.optim.Adam``'s; its moments stay local.
-        comm: an :class:`apts.comm.Comm` (or any object with ``world_size`` and
-            ``all_reduce(tensor, op="mean", kind=...)``), or None for one process.
+        comm: a :class:`~apts.optim.comm.Communicator` (``world_size`` and an in-place
+            ``all_reduce(tensor, op)``), or None for one process.
         sync_every: H, inner steps per outer step.
         outer_lr: η, the outer learning rate (the paper's 0.7).
         outer_momentum: μ, the outer Nesterov momentum (the paper's 0.9).
@@ -127,15 +127,15 @@ class DiLoCo(LocalAdam):
 
     def _average(self) -> None:
         """The outer step: Δ = mean over ranks of (anchor − θ), one all-reduce of n numbers
-        (kind ``optimizer``); b ← μ b + Δ; θ ← anchor − η (Δ + μ b); anchor ← θ."""
+        (the runner counts it as ``optimizer``); b ← μ b + Δ; θ ← anchor − η (Δ + μ b);
+        anchor ← θ."""
         self.local_steps = 0
         params = self._all_params()
         states = [self.state[p] for p in params]
         anchor = torch.cat([s[ANCHOR].reshape(-1) for s in states])
         momentum = torch.cat([s[MOMENTUM].reshape(-1) for s in states])
         delta = anchor - flat_params(params)
-        if self.comm is not None and self.comm.world_size > 1:
-            self.comm.all_reduce(delta, op="mean", kind="optimizer")
+        self.comm.all_reduce(delta, op="mean")
         mu = self.outer_momentum
         momentum.mul_(mu).add_(delta)
         anchor.sub_(delta.add_(momentum, alpha=mu), alpha=self.outer_lr)

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from .comm import communicator
 from .flat import check_flat_params, flat_params, set_flat_params_
 
 __all__ = ["LocalAdam", "LocalSGD"]
@@ -87,7 +88,7 @@ class _LocalAveraging:
     def _init_averaging(self, comm: Any, sync_every: int) -> None:
         # one flat all-reduce needs one dtype and one device
         check_flat_params(self._all_params())
-        self.comm = comm
+        self.comm = communicator(comm)
         self.sync_every = sync_every
         self.local_steps = 0
         self.register_step_post_hook(_average_periodically)
@@ -106,11 +107,9 @@ class _LocalAveraging:
     def _average(self) -> None:
         """θ ← mean over ranks of θ: one all-reduce of n numbers, kind ``optimizer``."""
         self.local_steps = 0
-        if self.comm is None or self.comm.world_size == 1:
-            return  # one process: the average is θ itself
         params = self._all_params()
         flat = flat_params(params)
-        self.comm.all_reduce(flat, op="mean", kind="optimizer")
+        self.comm.all_reduce(flat, op="mean")
         set_flat_params_(params, flat)
 
     def synchronize(self) -> None:
@@ -132,8 +131,9 @@ class LocalSGD(_LocalAveraging, torch.optim.SGD):
         params: the parameters (one dtype, one device), or parameter groups.
         lr, momentum, nesterov, weight_decay: as for ``torch.optim.SGD``; the momentum
             buffer stays local.
-        comm: an :class:`apts.comm.Comm` (or any object with ``world_size`` and
-            ``all_reduce(tensor, op="mean", kind=...)``), or None for one process.
+        comm: a :class:`~apts.optim.comm.Communicator` (``world_size`` and an in-place
+            ``all_reduce(tensor, op)``, e.g. :class:`apts.comm.Comm`), or None for one
+            process.
         sync_every: H, the number of local steps between two averages.
 
     Every rank must start from the same parameters (same seed, or a broadcast) and

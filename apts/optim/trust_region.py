@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .checks import check_bool, check_choice, check_comm, check_number
+from .checks import check_bool, check_choice, check_number
+from .comm import Communicator, communicator
 from .flat import check_flat_params, flat_grad, flat_params, num_params, set_flat_params_
 from .lsr1 import LSR1
 from .subproblem import solve_subproblem_detailed
@@ -241,12 +242,6 @@ def tr_iteration(
     )
 
 
-class Communicator(Protocol):
-    """What :class:`TrustRegion` needs for data parallelism."""
-
-    def all_reduce(self, tensor: Tensor, op: str = "mean") -> Tensor: ...
-
-
 TR_OPTIONS = ("radius", "min_radius", "max_radius", "eta1", "eta2", "dec", "inc")
 
 
@@ -288,14 +283,34 @@ class FlatLSR1Optimizer(Optimizer):
 
     _memories: tuple[str, ...] = ()  # names of the L-SR1 memories in the state
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(self, params: Any, defaults: dict[str, Any], comm: Communicator) -> None:
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError(f"{type(self).__name__} supports a single parameter group")
         self._params: list[Tensor] = self.param_groups[0]["params"]
         self._dtype, self._device = check_flat_params(self._params)
         self._numel = num_params(self._params)
+        self.comm = comm
         self._build_memories()
+
+    # -- evaluations and collectives ------------------------------------------------
+    def _buffer(self) -> Tensor:
+        """A communication buffer [vector (n) | scalar (1)] in the parameters' dtype."""
+        return torch.empty(self._numel + 1, dtype=self._dtype, device=self._device)
+
+    def _reduce(self, buf: Tensor, op: str) -> tuple[Tensor, Tensor]:
+        """ONE all-reduce of ``buf`` = [vector | scalar] in place; returns (scalar, vector)."""
+        self.comm.all_reduce(buf, op=op)
+        return buf[-1], buf[:-1]
+
+    def _evaluate(self, closure: Callable[[], Any]) -> tuple[Tensor, Tensor]:
+        """Run the closure at the current parameters; return (f, ∇f) averaged over the
+        ranks: one flat buffer [∇f_i, f_i], a single collective instead of one per tensor."""
+        loss = closure()
+        buf = self._buffer()
+        flat_grad(self._params, out=buf[:-1])
+        buf[-1] = torch.as_tensor(loss).detach()
+        return self._reduce(buf, "mean")
 
     @staticmethod
     def check_options(
@@ -391,10 +406,10 @@ class TrustRegion(FlatLSR1Optimizer):
 
     Args:
         params: parameters (one group; one floating dtype and one device).
-        comm: keyword-only, optional communicator for data parallelism: after every closure
-            evaluation the buffer [∇f (n), f (1)] is averaged with one
-            ``comm.all_reduce(buf, op="mean")`` (in place; its return value is used), so a
-            step makes exactly two such calls.
+        comm: keyword-only, a :class:`~apts.optim.comm.Communicator` for data
+            parallelism, or None for one process: after every closure evaluation the
+            buffer [∇f (n), f (1)] is averaged in place with one
+            ``comm.all_reduce(buf, op="mean")``, so a step makes exactly two such calls.
         radius: initial Δ. min_radius, max_radius: bounds on Δ.
         eta1, eta2, dec, inc: TR constants (see :class:`TRRules`).
         order: ``"second"`` (default) or ``"first"``.
@@ -428,7 +443,7 @@ class TrustRegion(FlatLSR1Optimizer):
         gamma: float | str = 1e-3,
         update_rejected: bool = True,
     ) -> None:
-        check_comm(comm, world_size=False)
+        comm = communicator(comm)
         defaults = self.check_options(
             radius=radius,
             min_radius=min_radius,
@@ -442,28 +457,13 @@ class TrustRegion(FlatLSR1Optimizer):
             gamma=gamma,
             update_rejected=update_rejected,
         )
-        super().__init__(params, defaults)
-        self.comm = comm
+        super().__init__(params, defaults, comm)
         self.last_info: dict[str, Any] = {}
 
     @property
     def hess(self) -> LSR1 | None:
         """The L-SR1 memory (None for ``order="first"``)."""
         return self._lsr1.get("lsr1")
-
-    def _evaluate(self, closure: Callable[[], Any]) -> tuple[Tensor, Tensor]:
-        """Run the closure at the current parameters; return (f, ∇f), averaged over ranks."""
-        loss = closure()
-        f = torch.as_tensor(loss).detach()
-        if self.comm is None:
-            return f, flat_grad(self._params)
-        # One flat buffer [g, f]: a single collective per evaluation instead of one per tensor.
-        buf = torch.empty(self._numel + 1, dtype=self._dtype, device=self._device)
-        flat_grad(self._params, out=buf[: self._numel])
-        buf[self._numel] = f.to(device=self._device, dtype=self._dtype)
-        out = self.comm.all_reduce(buf, op="mean")
-        buf = buf if out is None else out
-        return buf[self._numel], buf[: self._numel]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any]) -> Tensor:  # type: ignore[override]
