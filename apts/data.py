@@ -24,6 +24,7 @@ __all__ = [
     "augment",
     "channel_stats",
     "epoch_permutation",
+    "hold_out",
     "make_synthetic",
     "minibatches",
     "shard",
@@ -37,10 +38,12 @@ class Dataset:
     """A whole dataset in memory.
 
     ``train_x``/``test_x`` are uint8 ``[N, C, H, W]``; ``train_y``/``test_y`` int64 ``[N]``.
-    ``mean``/``std`` are per-channel statistics in 0..1 units of the training images
-    (population std), used by :func:`to_float`. ``source`` says where the data came
-    from: one ``{"path": str, "md5": str}`` per file read (absolute path, md5 of the
-    bytes on disk), or for generated data one dict of the generator's parameters.
+    ``val_x``/``val_y``: the validation split held out of the training files by
+    :func:`hold_out`, or None when there is none. ``mean``/``std`` are per-channel
+    statistics in 0..1 units of the training images (population std), used by
+    :func:`to_float`. ``source`` says where the data came from: one ``{"path": str,
+    "md5": str}`` per file read (absolute path, md5 of the bytes on disk), or for
+    generated data one dict of the generator's parameters.
     """
 
     name: str
@@ -52,9 +55,13 @@ class Dataset:
     std: tuple[float, ...]
     num_classes: int
     source: list[dict[str, Any]] = field(default_factory=list)
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        for split in ("train", "test"):
+        if (self.val_x is None) != (self.val_y is None):
+            raise ValueError("val_x and val_y are given together or not at all")
+        for split in ("train", "test") + (("val",) if self.val_x is not None else ()):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
             if x.dtype != torch.uint8 or x.dim() != 4:
                 raise ValueError(
@@ -66,6 +73,8 @@ class Dataset:
                 )
         if self.test_x.shape[1:] != self.train_x.shape[1:]:
             raise ValueError("train_x and test_x have different image shapes")
+        if self.val_x is not None and self.val_x.shape[1:] != self.train_x.shape[1:]:
+            raise ValueError("train_x and val_x have different image shapes")
         if not len(self.mean) == len(self.std) == self.train_x.shape[1]:
             raise ValueError("mean and std need one value per channel")
 
@@ -94,6 +103,54 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
         mean.append(m / 255)
         std.append(math.sqrt(var) / 255 if var > 0 else 1.0)  # constant images: avoid /0
     return tuple(mean), tuple(std)
+
+
+def val_count(val_size: int | float, n_train: int) -> int:
+    """How many of ``n_train`` training samples ``val_size`` holds out: an int is a count,
+    a float in (0, 1) a fraction (rounded to the nearest count)."""
+    if isinstance(val_size, float) and 0 < val_size < 1:
+        return round(val_size * n_train)
+    return int(val_size)
+
+
+# a stream of the seed's generator no other split uses (ASCII "val")
+_VAL_STREAM = 0x76616C
+
+
+def hold_out(ds: Dataset, val_size: int | float, seed: int) -> Dataset:
+    """``ds`` with ``val_count(val_size)`` training samples moved to a validation split.
+
+    The samples are the first k of a permutation of the training set drawn from ``seed``
+    alone (its own random stream), so every rank and every resume holds out the same
+    ones; both parts keep the files' order. The normalisation statistics are recomputed
+    on the remaining training images (nothing is learned from the validation split), and
+    ``source`` records the split. ``val_size`` 0 returns ``ds`` unchanged, without a
+    validation split. Raises ValueError when nothing would be left to train on.
+    """
+    n = len(ds.train_y)
+    k = val_count(val_size, n)
+    if k == 0:
+        return ds
+    if not 0 < k < n:
+        raise ValueError(f"val_size={val_size} must leave training samples out of {n}")
+    perm = torch.randperm(n, generator=_seeded_generator(seed, _VAL_STREAM))
+    val_idx, train_idx = perm[:k].sort().values, perm[k:].sort().values
+    train_x = ds.train_x[train_idx]
+    mean, std = channel_stats(train_x)
+    split = {"validation": {"held_out": k, "of_train": n, "seed": int(seed)}}
+    return Dataset(
+        ds.name,
+        train_x,
+        ds.train_y[train_idx],
+        ds.test_x,
+        ds.test_y,
+        mean,
+        std,
+        ds.num_classes,
+        [*ds.source, split],
+        val_x=ds.train_x[val_idx],
+        val_y=ds.train_y[val_idx],
+    )
 
 
 # ------------------------------------------------------------------------- synthetic

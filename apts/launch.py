@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from apts.data import Dataset
+from apts.data import Dataset, hold_out, val_count
 from apts.datasets import DataError, load_dataset
 from apts.lifecycle import (
     EXIT_CONFIG,
@@ -115,13 +115,21 @@ def load_data(cfg: dict, download: bool | None = None) -> Dataset:
     if d["name"] == "synthetic":
         extra = {k: d[k] for k in ("n_train", "n_test", "num_classes")}
         extra["shape"] = tuple(d["shape"])
-    return load_dataset(
+    ds = load_dataset(
         d["name"],
         d["data_dir"],
         download=d.get("download", True) if download is None else download,
         seed=cfg["seed"],
         **extra,
     )
+    val_size = d.get("val_size", 0)  # runs made before the validation split: none
+    n = len(ds.train_y)
+    if val_count(val_size, n) >= n:
+        raise ConfigError(
+            f"dataset.val_size={val_size} leaves none of the {n} training samples of "
+            f"{d['name']} to train on; hold out fewer, e.g. dataset.val_size={n // 10}"
+        )
+    return hold_out(ds, val_size, cfg["seed"])
 
 
 def check_data_fits(cfg: dict, ds: Dataset) -> None:

@@ -3,8 +3,9 @@
 A run directory holds:
 
 - ``config.yaml``: the resolved config;
-- ``metrics.jsonl``: one strict-JSON object per epoch (epoch, train_loss, val_loss,
-  val_acc, comm_calls, comm_bytes, grad_evals, wall_s, optimizer extras such as the
+- ``metrics.jsonl``: one strict-JSON object per epoch (epoch, train_loss, val_loss and
+  val_acc on the validation split when there is one, test_loss, test_acc, comm_calls,
+  comm_bytes, grad_evals, wall_s, optimizer extras such as the
   trust-region radius and accepted/rejected counts); a non-finite value is ``null``;
 - ``tb/``: TensorBoard event files with the same scalars;
 - ``train.log``: the log, with where the data came from (paths and md5 sums);
@@ -154,12 +155,16 @@ class RunLogger:
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(key, value, step)
         self.writer.flush()
+        accs = "  ".join(
+            f"{k}_loss {metrics[k + '_loss']:.4f}  {k}_acc {metrics[k + '_acc']:.2f}%"
+            for k in ("val", "test")
+            if k + "_acc" in metrics
+        )
         log.info(
-            "epoch %d  train_loss %.4f  val_loss %.4f  val_acc %.2f%%  comm %d calls %.3g MB  %.1fs",  # noqa: E501
+            "epoch %d  train_loss %.4f  %s  comm %d calls %.3g MB  %.1fs",
             step,
             metrics["train_loss"],
-            metrics["val_loss"],
-            metrics["val_acc"],
+            accs,
             metrics["comm_calls"],
             metrics["comm_bytes"] / 1e6,
             metrics["wall_s"],

@@ -156,6 +156,7 @@ def project(
     target: float | None = None,
     *,
     overlap: bool = False,
+    acc_key: str = "val_acc",
 ) -> Projection:
     """Project a run's epochs (rows of its ``metrics.jsonl``) onto ``link`` with ``n`` ranks.
 
@@ -163,8 +164,8 @@ def project(
     comm = :func:`collectives_time` of the epoch's ``comm_calls`` and ``comm_bytes``;
     the epoch takes compute + comm, or max(compute, comm) with ``overlap=True`` (perfect
     overlap of communication with computation, a lower bound for DDP). The time to
-    ``target`` (``val_acc`` in %, as logged) is the sum of the projected epochs up to
-    and including the first epoch that reaches it.
+    ``target`` (``acc_key``, validation accuracy in % as logged by default) is the sum of
+    the projected epochs up to and including the first epoch that reaches it.
     """
     epochs = _epoch_rows(rows)
     compute, comm, total = [], [], []
@@ -179,7 +180,7 @@ def project(
         elapsed = 0.0
         for i, (r, t) in enumerate(zip(epochs, total, strict=True), start=1):
             elapsed += t
-            acc = r.get("val_acc")
+            acc = r.get(acc_key)
             if acc is not None and float(acc) >= target:
                 p.epoch_to_target = int(r.get("epoch", i))
                 p.time_to_target_s = elapsed

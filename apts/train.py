@@ -92,21 +92,37 @@ def _threads_per_rank(world_size: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, ds: Dataset, device, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) on the test split."""
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ds: Dataset, device, batch_size: int
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) on the uint8 images ``x`` with labels ``y``
+    (one of ``ds``'s splits, normalised with its training statistics)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    n = len(ds.test_y)
+    n = len(y)
     for start in range(0, n, batch_size):
-        x = to_float(ds.test_x[start : start + batch_size], ds.mean, ds.std, device)
-        y = ds.test_y[start : start + batch_size].to(device)
-        out = model(x)
-        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
-        correct += (out.argmax(1) == y).sum()
+        xb = to_float(x[start : start + batch_size], ds.mean, ds.std, device)
+        yb = y[start : start + batch_size].to(device)
+        out = model(xb)
+        loss_sum += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(1) == yb).sum()
     model.train(was_training)
     return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def evaluate_splits(model: torch.nn.Module, ds: Dataset, device, batch_size: int) -> dict:
+    """``val_loss``/``val_acc`` on the validation split (when the dataset has one) and
+    ``test_loss``/``test_acc`` on the test split: choices are made on the first, the
+    second is reported beside them."""
+    out = {}
+    splits = (("val", ds.val_x, ds.val_y), ("test", ds.test_x, ds.test_y))
+    for name, x, y in splits:
+        if x is not None:
+            loss, acc = evaluate(model, x, y, ds, device, batch_size)
+            out[f"{name}_loss"], out[f"{name}_acc"] = loss, acc
+    return out
 
 
 class EpochStats:
@@ -364,12 +380,10 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
         train_loss, samples = reduce_epoch(s, res, cfg, epoch, len(batches))
         elapsed = elapsed0 + time.perf_counter() - t_start
         if rank == 0:
-            val_loss, val_acc = evaluate(s.model, ds, s.device, cfg["eval_batch_size"])
             final = {
                 "epoch": epoch,
                 "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_acc": val_acc,
+                **evaluate_splits(s.model, ds, s.device, cfg["eval_batch_size"]),
                 "comm_calls": comm.total_calls() - calls0,
                 "comm_bytes": comm.total_bytes() - bytes0,
                 "comm_calls_total": comm.total_calls(),

@@ -207,9 +207,21 @@ def _validate_dataset(cfg: Mapping) -> None:
         if not ok or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
             raise ConfigError(f"dataset.shape={shape!r} must be three positive ints [C, H, W]")
     _optional(cfg, "dataset.data_dir", _text)
+    if "val_size" in _get(cfg, "dataset"):  # runs made before the validation split lack it
+        _val_size(cfg)
     from apts.models import MODELS
 
     _choice(cfg, "model.name", MODELS)
+
+
+def _val_size(cfg: Mapping) -> None:
+    v = _get(cfg, "dataset.val_size")
+    count = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if not (count or (isinstance(v, float) and 0 < v < 1)):
+        raise ConfigError(
+            f"dataset.val_size={v!r} must be a number of training samples (>= 0; 0: no "
+            "validation split) or a fraction in (0, 1); e.g. dataset.val_size=5000"
+        )
 
 
 def _validate_launcher(cfg: Mapping) -> None:

@@ -14,7 +14,14 @@ from pathlib import Path
 from apts.train import TIMING_KEYS
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-SMALL = ["dataset=synthetic", "dataset.n_train=1200", "dataset.n_test=300", "progress=false"]
+# 1200 training samples after 120 are held out for validation
+SMALL = [
+    "dataset=synthetic",
+    "dataset.n_train=1320",
+    "dataset.val_size=120",
+    "dataset.n_test=300",
+    "progress=false",
+]
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,8 +1,11 @@
 """Hand-written run directories in the runner's format, for the apts-report tests.
 
 Every number a test expects is computed by hand from the values passed here: a run's
-epoch ``i`` logs ``accs[i-1]``, ``comm_calls = comm[i-1]`` (or ``comm`` every epoch),
-``comm_bytes = bytes_per_call * comm_calls`` and the running totals.
+epoch ``i`` logs ``val_acc = accs[i-1]`` (``test_acc`` that minus 1, unless ``test_accs``
+gives it; ``split="none"``: no validation split, ``accs`` are test accuracies; ``"legacy"``:
+the format from before the split, ``val_acc`` holding the test split's accuracy),
+``comm_calls = comm[i-1]`` (or ``comm`` every epoch), ``comm_bytes = bytes_per_call *
+comm_calls`` and the running totals.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def config(optimizer: str = "apts", **overrides: Any) -> dict[str, Any]:
         "device": "cpu",
         "progress": False,
         "study": None,
-        "dataset": {"name": "mnist", "data_dir": "data"},
+        "dataset": {"name": "mnist", "data_dir": "data", "val_size": 5000},
         "model": {"name": "fcnn"},
         "optimizer": dict(OPTIMIZERS[optimizer]),
         "launcher": {"name": "local"},
@@ -62,6 +65,8 @@ def write_run(
     status: str | None = "completed",
     summary: dict[str, Any] | None = None,
     extra_lines: list[str] = (),
+    test_accs: list[float | None] | None = None,
+    split: str = "val",
 ) -> Path:
     """A run directory: config.yaml, metrics.jsonl (one line per entry of ``accs``; None is
     written as null; every epoch ``wall_s = wall`` and, unless None, ``comm_s``) and
@@ -72,10 +77,12 @@ def write_run(
     per_epoch = comm if isinstance(comm, list) else [comm] * len(accs)
     for i, acc in enumerate(accs, start=1):
         calls_total += per_epoch[i - 1]
+        test = test_accs[i - 1] if test_accs is not None else None if acc is None else acc - 1
+        accs_of = {"val": {"val_acc": acc, "test_acc": test}, "none": {"test_acc": acc}}
         rec = {
             "epoch": i,
             "train_loss": 1.0 / i,
-            "val_acc": acc,
+            **accs_of.get(split, {"val_acc": acc}),
             "comm_calls": per_epoch[i - 1],
             "comm_bytes": bytes_per_call * per_epoch[i - 1],
             "comm_calls_total": calls_total,

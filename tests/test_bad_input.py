@@ -49,6 +49,9 @@ CASES = {
         (["dataset.shape=[1,28]"], "dataset.shape=[1, 28] must be three positive ints"),
         (["dataset.shape=7"], "dataset.shape=7 must be three positive ints"),
         (["resume=later"], "resume='later'"),
+        (["dataset.val_size=-1"], "dataset.val_size=-1 must be a number of training samples"),
+        (["dataset.val_size=1.5"], "dataset.val_size=1.5 must be"),
+        (["dataset.val_size=abc"], "dataset.val_size='abc' must be"),
     ],
     # keys no config file declares
     "unknown keys": [

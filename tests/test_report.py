@@ -110,6 +110,8 @@ def write_run(
             "train_loss": 1.0 / i,
             "val_loss": 1.1 / i,
             "val_acc": acc,
+            "test_loss": 1.2 / i,
+            "test_acc": acc - 1,
             "comm_calls": comm_per_epoch,
             "comm_bytes": 1000 * comm_per_epoch,
             "comm_calls_total": total,

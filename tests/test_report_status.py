@@ -145,9 +145,10 @@ def test_nan_literal_and_null_counts(tmp_path):
         [50.0, 60.0],
         comm=36,
         extra_lines=[
-            '{"epoch": 3, "val_acc": NaN, "comm_calls": 36}',
+            '{"epoch": 3, "val_acc": NaN, "test_acc": 1, "comm_calls": 36}',
             json.dumps(
-                {"epoch": 3, "val_acc": 70.0, "comm_calls": 36, "comm_calls_total": None}
+                {"epoch": 3, "val_acc": 70.0, "test_acc": 69.0, "comm_calls": 36}
+                | {"comm_calls_total": None}
                 | {"wall_s": None}
             ),
         ],

@@ -35,7 +35,13 @@ ABLATION_INTRO = (
     "mean ± std (error bar) and each seed (dots) against the factor value; collectives in "
     "the right panel."
 )
-HEADER = ["runs (completed/all)", "final val acc (%)", "collectives", "wall time / run"]
+HEADER = [
+    "runs (completed/all)",
+    "final val acc (%)",
+    "final test acc (%)",
+    "collectives",
+    "wall time / run",
+]
 
 
 @dataclass
@@ -138,11 +144,15 @@ def _level_row(study: Study, lv: Level) -> list[Any]:
     left_out = [r.status for r in lv.runs if r.incomplete]
     runs = f"{len(done)}/{len(lv.runs)}" + (f" ({'; '.join(left_out)})" if left_out else "")
     if not done:
-        return [study.level_label(lv), runs, "–", "–", "–"]
+        return [study.level_label(lv), runs, "–", "–", "–", "–"]
+    tests = [r.final_test_acc for r in done]
     return [
         study.level_label(lv),
         runs,
         format_mean_std(float(np.mean(lv.finals)), lv.std),
+        format_mean_std(
+            float(np.mean(tests)), float(np.std(tests, ddof=1)) if len(tests) > 1 else None
+        ),
         format_count(lv.comm),
         format_duration(float(np.mean([r.wall_s for r in done]))),
     ]

@@ -101,6 +101,25 @@ def ablation_sections(study_runs: list[Run], out: Path) -> list[str]:
     return lines
 
 
+def splits_sentence(runs: list[Run]) -> str:
+    """How the report chooses: on validation, with test beside it (and which runs had no
+    validation split, so that their choices rest on test)."""
+    line = (
+        "**Splits:** every choice in this report (best learning rate, target accuracy, "
+        "equal-communication winner, ablation levels) is made on validation accuracy "
+        "(`dataset.val_size` samples held out of the training set); test accuracy is "
+        "reported beside it and never used to choose."
+    )
+    without = [r for r in runs if r.chosen_on != "val"]
+    if without:
+        line += (
+            f" {len(without)} of {len(runs)} runs have no validation split (`val_size=0`, "
+            "or logged before it existed): they are compared on test accuracy, their "
+            'validation cells read "– (no split)".'
+        )
+    return line
+
+
 def build_report(
     runs: list[Run],
     skipped: list[Skipped],
@@ -128,7 +147,7 @@ def build_report(
 
     lines = [f"# {title}", ""]
     lines += what_was_run(main_runs, skipped, all_groups, study_runs)
-    lines.append("")
+    lines += ["", splits_sentence(runs), ""]
     lines += status_section(runs, skipped, multiruns or [], labels)
     target_notes: list[str] | None = None
     if groups:

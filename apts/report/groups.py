@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from apts.report.formatting import format_value, value_order
+from apts.report.formatting import format_mean_std, format_value, value_order
 from apts.report.runs import Run, flatten
 
 # Config keys that do not change what is trained (where and how it runs, what is saved).
@@ -187,6 +187,28 @@ class Group:
         return float(np.std(self.finals, ddof=1)) if len(self.runs) > 1 else None
 
     @property
+    def chosen_on(self) -> str:
+        """``val`` when every run has a validation split, else ``test`` (see Run.chosen_on)."""
+        return "val" if all(r.chosen_on == "val" for r in self.runs) else "test"
+
+    def val_cell(self) -> str:
+        """The final validation accuracy as a table cell ("–" without a validation split:
+        such runs are chosen on their test accuracy)."""
+        if self.chosen_on != "val":
+            return "– (no split)"
+        return format_mean_std(self.final_mean, self.final_std)
+
+    def test_cell(self) -> str:
+        """The final test accuracy as a table cell: mean ± std over the seeds that logged it."""
+        tests = np.array([r.final_test_acc for r in self.runs], dtype=float)
+        tests = tests[np.isfinite(tests)]
+        if not len(tests):
+            return "–"
+        return format_mean_std(
+            float(tests.mean()), float(tests.std(ddof=1)) if len(tests) > 1 else None
+        )
+
+    @property
     def incomplete_runs(self) -> list[Run]:
         """The runs that did not complete."""
         return [r for r in self.runs if r.incomplete]
@@ -220,11 +242,12 @@ class Group:
         return xs, np.nanmean(acc, axis=0), np.nanmin(acc, axis=0), np.nanmax(acc, axis=0)
 
     def to_target(self, target: float) -> tuple[list[int], list[float]]:
-        """Per seed that reached ``target``: first epoch with val_acc >= target, comm then."""
+        """Per seed that reached ``target``: first epoch whose (validation) accuracy
+        :attr:`Run.acc` is >= target, comm then."""
         epochs, comms = [], []
         for r in self.runs:
-            for rec in r.records:
-                if rec["val_acc"] >= target:
+            for rec, acc in zip(r.records, r.acc, strict=True):
+                if acc >= target:
                     epochs.append(int(rec["epoch"]))
                     comms.append(float(rec["_comm_total"]))
                     break

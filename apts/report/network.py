@@ -154,7 +154,7 @@ def projections(g: Group, link: Link, target: float) -> tuple[float, list[float]
     """``g`` on ``link``: the projected s/epoch averaged over seeds, and the projected
     times to ``target`` of the seeds that reach it."""
     tt = target if math.isfinite(target) else None
-    ps = [project(r.records, int(g.n), link, tt) for r in g.runs]
+    ps = [project(r.records, int(g.n), link, tt, acc_key=f"{r.chosen_on}_acc") for r in g.runs]
     reached = [p.time_to_target_s for p in ps if p.time_to_target_s is not None]
     return float(np.mean([p.s_per_epoch for p in ps])), reached
 

@@ -10,6 +10,13 @@ as ``null``. A line with a bare ``NaN``/``Infinity`` is not JSON and is skipped 
 malformed line; a ``null`` value is a missing one (an epoch whose ``val_acc`` is null has
 no accuracy to report and is left out, other null metrics count as absent).
 
+Accuracy: ``val_acc`` is measured on the validation split held out of the training set
+(``dataset.val_size``) and ``test_acc`` on the test split. Every choice the report makes
+reads :attr:`Run.acc` (validation); test accuracy is shown beside it. A run without a
+validation split (``val_size=0``) is chosen on its test accuracy, and says so
+(:attr:`Run.chosen_on`). Runs logged before the split existed have ``val_acc`` only, and it
+was the test split: they are read as ``test_acc`` (and ``test_loss``).
+
 ``summary.json`` says how a run ended: ``status`` (``completed``, ``failed``,
 ``interrupted``, ``diverged``; ``running`` while it trains), ``epoch`` (the last complete
 epoch) and, when it did not complete, a one-line ``reason`` (diverged runs also give the
@@ -102,9 +109,21 @@ class Run:
         return np.array([r["epoch"] for r in self.records], dtype=float)
 
     @property
+    def chosen_on(self) -> str:
+        """``val`` when every logged epoch has a validation accuracy, else ``test``: the
+        split whose accuracy :attr:`acc` is (runs without a validation split)."""
+        return "val" if all("val_acc" in r for r in self.records) else "test"
+
+    @property
     def acc(self) -> np.ndarray:
-        """Validation accuracy (%) per logged epoch."""
-        return np.array([r["val_acc"] for r in self.records], dtype=float)
+        """The accuracy (%) choices are made on, per logged epoch: validation (test for a
+        run without a validation split, see :attr:`chosen_on`)."""
+        return np.array([r[f"{self.chosen_on}_acc"] for r in self.records], dtype=float)
+
+    @property
+    def test_acc(self) -> np.ndarray:
+        """Test accuracy (%) per logged epoch (NaN where it was not logged)."""
+        return np.array([_number_or_nan(r.get("test_acc")) for r in self.records], dtype=float)
 
     @property
     def comm_total(self) -> np.ndarray:
@@ -129,8 +148,13 @@ class Run:
 
     @property
     def final_acc(self) -> float:
-        """The last logged epoch's validation accuracy (%)."""
-        return float(self.records[-1]["val_acc"])
+        """The last logged epoch's :attr:`acc` (validation accuracy, %)."""
+        return float(self.acc[-1])
+
+    @property
+    def final_test_acc(self) -> float:
+        """The last logged epoch's test accuracy (%), NaN when not logged."""
+        return float(self.test_acc[-1])
 
     @property
     def wall_s(self) -> float:
@@ -202,14 +226,30 @@ def _load_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
+def _number_or_nan(x: Any) -> float:
+    v = as_number(x)
+    return math.nan if v is None else v
+
+
+def _as_current(rec: dict[str, Any]) -> dict[str, Any]:
+    """A metrics line in today's keys: a line from before the validation split has
+    ``val_acc``/``val_loss`` but no ``test_acc``, and they were the test split's."""
+    if "val_acc" in rec and "test_acc" not in rec:
+        rec["test_acc"] = rec.pop("val_acc")
+        if "val_loss" in rec:
+            rec["test_loss"] = rec.pop("val_loss")
+    return rec
+
+
 def _read_records(lines: list[str], notes: list[str]) -> tuple[dict[int, dict], list[int]]:
     """The usable metrics lines by epoch (a later line wins) and the numbers of bad lines.
 
-    A line whose ``val_acc`` is null is no accuracy to report: left out, with a note.
+    A line whose choosing accuracy (``val_acc``, else ``test_acc``) is null is no accuracy
+    to report: left out, with a note.
     """
     by_epoch: dict[int, dict[str, Any]] = {}
     bad_lines = []
-    null_acc = []
+    null_acc, null_keys = [], set()
     for i, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -221,10 +261,12 @@ def _read_records(lines: list[str], notes: list[str]) -> tuple[dict[int, dict], 
         if not isinstance(rec, dict) or as_number(rec.get("epoch")) is None:
             bad_lines.append(i)
             continue
-        if "val_acc" in rec and rec["val_acc"] is None:
+        key = "val_acc" if "val_acc" in _as_current(rec) else "test_acc"
+        if key in rec and rec[key] is None:
             null_acc.append(int(rec["epoch"]))
+            null_keys.add(key)
             continue
-        acc = as_number(rec.get("val_acc"))
+        acc = as_number(rec.get(key))
         if acc is None or not math.isfinite(acc):
             bad_lines.append(i)
             continue
@@ -234,7 +276,8 @@ def _read_records(lines: list[str], notes: list[str]) -> tuple[dict[int, dict], 
         by_epoch[ep] = rec
     if null_acc:
         where = ", ".join(map(str, null_acc))
-        notes.append(f"val_acc null (not finite) at epoch {where}; left out")
+        keys = "/".join(sorted(null_keys))
+        notes.append(f"{keys} null (not finite) at epoch {where}; left out")
     return by_epoch, bad_lines
 
 

@@ -9,7 +9,6 @@ import numpy as np
 from apts.report.formatting import (
     format_count,
     format_duration,
-    format_mean_std,
     format_number,
     format_range,
     format_seeds,
@@ -81,6 +80,7 @@ def final_accuracy_section(by_panel: Panels, targets: dict[tuple[str, str], floa
             "seeds",
             "epochs",
             "final val acc (%)",
+            "final test acc (%)",
             f"epochs to {ts}",
             f"collectives to {ts}",
             "total collectives",
@@ -98,7 +98,8 @@ def _final_row(g: Group, target: float) -> list:
         g.label,
         f"{len(g.runs)} ({format_seeds(g.seeds)})",
         format_range([r.epochs_run for r in g.runs]),
-        format_mean_std(g.final_mean, g.final_std),
+        g.val_cell(),
+        g.test_cell(),
         format_to_target(epochs, len(g.runs), format_number),
         format_to_target(comm, len(g.runs), format_count),
         format_count(float(np.mean([r.comm_total[-1] for r in g.runs]))),
@@ -143,7 +144,8 @@ def runs_section(groups: list[Group]) -> list[str]:
             g.label if r.study is None else f"{r.study}: {g.label}",
             r.seed,
             r.epochs_run,
-            f"{r.final_acc:.2f}",
+            f"{r.final_acc:.2f}" if r.chosen_on == "val" else "–",
+            f"{r.final_test_acc:.2f}",
             r.status,
             "; ".join(r.notes) or "",
         ]
@@ -151,7 +153,7 @@ def runs_section(groups: list[Group]) -> list[str]:
         for r in g.runs
     ]
     header = ["run", "dataset / model", "configuration", "seed", "epochs"]
-    header += ["final val acc (%)", "status", "notes"]
+    header += ["final val acc (%)", "final test acc (%)", "status", "notes"]
     lines += markdown_table(header, rows)
     lines.append("")
     dup = [g for g in groups if len(set(map(str, g.seeds))) < len(g.runs)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from apts.report.formatting import (
     format_duration,
-    format_mean_std,
     format_range,
     format_value,
     markdown_table,
@@ -24,6 +23,7 @@ SWEEP_HEADER = [
     "runs",
     "best lr (final acc)",
     "worst lr (final acc)",
+    "best lr's test acc (%)",
     "epochs spent",
     "wall time spent",
 ]
@@ -34,6 +34,7 @@ NO_LR_HEADER = [
     "epochs spent",
     "wall time spent",
     "final val acc (%)",
+    "final test acc (%)",
 ]
 
 
@@ -70,6 +71,7 @@ def _sweep_row(s: list[Group]) -> list:
         sum(len(g.runs) for g in s),
         f"{format_value(best.lr)} ({best.final_mean:.2f}%)",
         f"{format_value(worst.lr)} ({worst.final_mean:.2f}%)" if len(s) > 1 else "–",
+        best.test_cell(),
         sum(g.total_epochs for g in s),
         format_duration(sum(g.total_wall_s for g in s)),
     ]
@@ -82,7 +84,8 @@ def _no_lr_row(g: Group) -> list:
         format_range([r.epochs_run for r in g.runs]),
         g.total_epochs,
         format_duration(g.total_wall_s),
-        format_mean_std(g.final_mean, g.final_std),
+        g.val_cell(),
+        g.test_cell(),
     ]
 
 
