@@ -96,7 +96,8 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["optimizer=adamw"], "unknown optimizer 'adamw'"),
         (["overlap=2", "optimizer=apts"], "overlap=2"),
         (["dataset=mnist", "dataset.download=false", "dataset.data_dir=nowhere"], "nowhere"),
-        (["dataset.n_train=100", "batch_size=500"], "batch_size=500 exceeds the 100"),
+        # 10 of the 100 are held out for validation (synthetic: val_size 0.1)
+        (["dataset.n_train=100", "batch_size=500"], "batch_size=500 exceeds the 90"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line_and_no_run(tmp_path, args, fragment):
