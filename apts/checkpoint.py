@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from apts.comm import Comm
-from apts.rundir import CHECKPOINT, RunDirError, atomic_write
+from apts.errors import RunDirError
+from apts.rundir import CHECKPOINT, atomic_write
 
 FORMAT = 1
 

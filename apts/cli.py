@@ -27,11 +27,12 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from apts.errors import ConfigError, RunDirError
 from apts.launch import LaunchResult, launch
 from apts.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
 from apts.precheck import precheck
-from apts.rundir import LOCK, RunDirError, claim, read_summary, record_outcome, saved_config
-from apts.validate import CONFIG_DIR, ConfigError, validate
+from apts.rundir import LOCK, claim, read_summary, record_outcome, saved_config
+from apts.validate import CONFIG_DIR, validate
 from apts.world import submitit_world, torchrun_env, under_submitit
 
 PROG = "apts-train"

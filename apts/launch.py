@@ -39,22 +39,21 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from apts.data import Dataset, hold_out, val_count
-from apts.datasets import DataError, load_dataset
+from apts.datasets import load_dataset
+from apts.errors import ConfigError, DataError, Diverged, Interrupted, RunDirError, one_line
 from apts.lifecycle import (
     EXIT_CONFIG,
     EXIT_DIVERGED,
     EXIT_FAILED,
     EXIT_OK,
     Heartbeat,
-    Interrupted,
     exit_rank,
     ignore_signals,
     install_signal_handlers,
     received_signal,
     signal_exit_code,
 )
-from apts.rundir import Plan, RunDirError, record_outcome
-from apts.validate import ConfigError
+from apts.rundir import Plan, record_outcome
 
 # Seconds a failing job's other ranks get to stop on SIGTERM before SIGKILL (twice, at
 # most: torch.multiprocessing waits once before SIGTERM, once before SIGKILL).
@@ -161,8 +160,6 @@ class RankOutcome:
 
 def _outcome(e: BaseException | None) -> RankOutcome:
     """Classify how a rank's training ended (a signal wins over what it caused)."""
-    from apts.train import Diverged, one_line
-
     sig = received_signal()
     if e is None:
         return RankOutcome(EXIT_OK, "completed")

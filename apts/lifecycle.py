@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from apts.errors import Interrupted
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -42,19 +44,6 @@ EXIT_DIVERGED = 3
 def signal_exit_code(signum: int) -> int:
     """The shell's convention: 128 + signal number (SIGTERM 143, SIGINT 130)."""
     return 128 + int(signum)
-
-
-class Interrupted(BaseException):
-    """Raised in a rank's main thread by SIGTERM/SIGINT. A BaseException, like
-    KeyboardInterrupt, so that no ``except Exception`` swallows it."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = int(signum)
-
-    @property
-    def exit_code(self) -> int:
-        return signal_exit_code(self.signum)
 
 
 _received: list[int] = []

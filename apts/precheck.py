@@ -5,7 +5,7 @@ that does not resolve) arrive as multi-line reports after it has set up a run; h
 same composition is done first, for every job of a sweep (the grid expanded as Hydra's
 basic sweeper expands it, presets' ``hydra.sweeper.params`` included), and each job's
 config goes through :func:`apts.validate.validate`. Any failure is a one-line
-:class:`~apts.validate.ConfigError`.
+:class:`~apts.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from apts.validate import GROUPS, ConfigError, validate
+from apts.errors import ConfigError
+from apts.validate import GROUPS, validate
 
 _MULTIRUN_FLAGS = ("-m", "--multirun")
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apts.errors import RunDirError
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -36,10 +38,6 @@ STATUSES = ("completed", "failed", "interrupted", "diverged")
 FINAL = ("completed", "diverged")
 # Files that make a directory "hold a run" (Hydra's own .hydra/ and an empty tb/ do not).
 RESULT_FILES = (METRICS, SUMMARY, CHECKPOINT)
-
-
-class RunDirError(Exception):
-    """A run directory problem a person must fix; the message is one line."""
 
 
 def fs_error(path: Path | str, err: OSError, doing: str = "write") -> RunDirError:

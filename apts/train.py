@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from apts.checkpoint import gather_checkpoint, restore, save_checkpoint
 from apts.comm import Comm
 from apts.data import Dataset, augment, epoch_permutation, minibatches, shard, to_float
-from apts.lifecycle import Interrupted, received_signal
+from apts.errors import Diverged, Interrupted, one_line
+from apts.lifecycle import received_signal
 from apts.logs import RunLogger
 from apts.models import build_model, count_parameters
 
@@ -151,17 +152,6 @@ class EpochStats:
                 finite = [float(v) for v in vals if math.isfinite(float(v))]
                 out[key] = sum(finite) / len(finite) if finite else float("nan")
         return out
-
-
-class Diverged(Exception):
-    """The training loss went non-finite or above ``max_loss``; every rank raises it at
-    the same epoch end. ``step`` is the first such step of the epoch (1-based) on any rank."""
-
-    def __init__(self, epoch: int, step: int, max_loss: float | None):
-        limit = "" if max_loss is None else f" or above max_loss={max_loss:g}"
-        super().__init__(f"training loss not finite{limit} at epoch {epoch}, step {step}")
-        self.epoch = epoch
-        self.step = step
 
 
 @dataclass
@@ -325,7 +315,7 @@ def train(
     """Train on this rank (from ``resume``, a checkpoint, if given); returns the last
     epoch's metrics on rank 0, {} elsewhere. Rank 0 records how the run ended in
     summary.json whatever happens: completed, diverged (:class:`Diverged`), interrupted
-    (:class:`~apts.lifecycle.Interrupted`) or failed (any other exception, re-raised)."""
+    (:class:`~apts.errors.Interrupted`) or failed (any other exception, re-raised)."""
     torch.set_num_threads(_threads_per_rank(world_size))
     s = build(cfg, ds)
     start = 0
@@ -355,12 +345,6 @@ def train(
         raise
     logger.finish("completed", final)
     return final
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) -> dict:

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from apts.errors import ConfigError
+
 # configs/ sits beside the package in a source checkout (editable install) and
 # inside it as apts/configs in a wheel.
 _HERE = Path(__file__).resolve().parent
@@ -70,10 +72,6 @@ OPTIMIZERS = (
     "prodigy",
     "schedulefree_adamw",
 )
-
-
-class ConfigError(ValueError):
-    """A config value a person must change; the message says which and how."""
 
 
 def _get(cfg: Mapping, dotted: str) -> Any:

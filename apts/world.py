@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from apts.datasets import DataError
+from apts.errors import ConfigError, DataError, RunDirError
 from apts.launch import (
     LaunchResult,
     check_data_fits,
@@ -26,8 +26,7 @@ from apts.launch import (
     set_loopback_iface,
 )
 from apts.lifecycle import EXIT_CONFIG, EXIT_OK
-from apts.rundir import Plan, RunDirError, record_outcome
-from apts.validate import ConfigError
+from apts.rundir import Plan, record_outcome
 
 
 def torchrun_env() -> dict[str, int] | None:

@@ -81,7 +81,8 @@ PROFILES = {
 
 def check_data(datasets: list[str], data_dir: str | None) -> None:
     """Stop at once, in one line, when a dataset is neither on disk nor downloadable."""
-    from apts.datasets import DataError, load_dataset
+    from apts.datasets import load_dataset
+    from apts.errors import DataError
 
     for name in datasets:
         try:

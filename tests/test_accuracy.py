@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 from test_runner import read_metrics, run_cli
 
-from apts.datasets import DataError, load_dataset
+from apts.datasets import load_dataset
+from apts.errors import DataError
 
 
 def _fashion_available() -> bool:

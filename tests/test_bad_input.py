@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from clitools import SMALL, cli, error_lines, read_summary
 
+from apts.errors import ConfigError
 from apts.precheck import precheck
-from apts.validate import CONFIG_DIR, ConfigError, local_rank_limit
+from apts.validate import CONFIG_DIR, local_rank_limit
 
 CASES = {
     # non-booleans are not taken as true

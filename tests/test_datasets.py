@@ -21,7 +21,8 @@ from datasets_files import (
     write_mnist,
 )
 
-from apts.datasets import DataError, load_dataset, registry
+from apts.datasets import load_dataset, registry
+from apts.errors import DataError
 
 # ------------------------------------------------------------------------ IDX readers
 

@@ -33,7 +33,8 @@ from datasets_files import (
     write_mnist,
 )
 
-from apts.datasets import DataError, files, load_dataset, registry
+from apts.datasets import files, load_dataset, registry
+from apts.errors import DataError
 
 CIFAR_DIR = "cifar-10-batches-py"
 

@@ -19,9 +19,10 @@ from test_runner import FCNN_PARAMS, SMALL, read_metrics, run_cli
 
 from apts.comm import Comm
 from apts.data import shard
+from apts.errors import ConfigError
 from apts.optim import DiLoCo, LocalAdam, LocalSGD
 from apts.optim.flat import flat_params, set_flat_params_
-from apts.validate import ConfigError, validate
+from apts.validate import validate
 
 H, STEPS = 3, 7  # STEPS % H != 0: the epoch-end synchronize has work to do
 

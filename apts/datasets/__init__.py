@@ -27,10 +27,11 @@ from apts.datasets import registry
 from apts.datasets.cifar import CifarFiles
 from apts.datasets.download import mirror_list
 from apts.datasets.idx import IdxFiles
-from apts.datasets.registry import DATASETS, DataError, canonical_name
+from apts.datasets.registry import DATASETS, canonical_name
+from apts.errors import DataError
 
 # The mirrors, md5 sums and system folders are module globals of .registry (patch them there).
-__all__ = ["DATASETS", "DataError", "auto_data_dir", "load_dataset"]
+__all__ = ["DATASETS", "auto_data_dir", "load_dataset"]
 
 
 class _Files(Protocol):

@@ -21,7 +21,8 @@ from apts.data import Dataset
 from apts.datasets import registry
 from apts.datasets.download import fetch
 from apts.datasets.files import Split, checked_dataset, read_file, record
-from apts.datasets.registry import CIFAR_DIR, CIFAR_TAR, CIFAR_TEST, CIFAR_TRAIN, DataError
+from apts.datasets.registry import CIFAR_DIR, CIFAR_TAR, CIFAR_TEST, CIFAR_TRAIN
+from apts.errors import DataError
 
 _NAMES = (*CIFAR_TRAIN, CIFAR_TEST)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from apts.data import Dataset, channel_stats
-from apts.datasets.registry import DataError
+from apts.errors import DataError
 
 _CHUNK = 1 << 20
 

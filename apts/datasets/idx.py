@@ -19,7 +19,8 @@ from apts.data import Dataset
 from apts.datasets import registry
 from apts.datasets.download import fetch
 from apts.datasets.files import Split, checked_dataset, read_file, record
-from apts.datasets.registry import IDX_DIR, IDX_FILES, PRETTY, DataError
+from apts.datasets.registry import IDX_DIR, IDX_FILES, PRETTY
+from apts.errors import DataError
 
 _FIX = "delete it and download again (or set dataset.data_dir to a good copy)"
 

@@ -65,13 +65,6 @@ CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 
 
-class DataError(Exception):
-    """A dataset is missing or corrupt. The message is one line: what, where, how to fix."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
-
-
 def canonical_name(name: str) -> str:
     """``name`` as one of :data:`DATASETS` (``Fashion-MNIST`` → ``fashion_mnist``)."""
     key = str(name).strip().lower().replace("-", "_")
