@@ -40,10 +40,10 @@ train:              ## one training run; pass Hydra overrides in ARGS="dataset=s
 	$(BIN)/apts-train $(ARGS)
 
 bench:              ## benchmarks: figures, not assertions
-	$(BIN)/python scripts/bench.py $(ARGS)
+	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 bench-net:          ## APTS vs DDP on shaped links in network namespaces (root; skips otherwise)
-	$(BIN)/python scripts/bench_net.py $(ARGS)
+	$(BIN)/python -m benchmarks.bench_net $(ARGS)
 
 reproduce:          ## the paper's comparisons (MNIST, CIFAR-10; hours on CPU) and the report
 	$(BIN)/python scripts/reproduce.py --profile full $(ARGS)

@@ -3,8 +3,8 @@
 The flow: check the command line before anything runs — the override syntax, the
 group choices, and the composed config of every job of a sweep (so a typo or a bad
 value fails in one line with exit code 2, before any rank starts); then let Hydra run
-the job(s). Each job claims its run directory (:mod:`apts.rundir`), decides whether to
-start, resume or skip, and hands the resolved config to :mod:`apts.launch`.
+the job(s). Each job claims its run directory (:mod:`apts.rundir.claim`), decides whether to
+start, resume or skip, and hands the resolved config to :mod:`apts.runtime.launch`.
 
 - A single run exits with the job's code: 0, 1 (failed), 2 (bad input), 3 (diverged),
   130/143 (interrupted), after one line on stderr.
@@ -27,13 +27,13 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from apts.config.precheck import precheck
+from apts.config.validate import CONFIG_DIR, validate
 from apts.errors import ConfigError, RunDirError
-from apts.launch import LaunchResult, launch
-from apts.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
-from apts.precheck import precheck
-from apts.rundir import LOCK, claim, read_summary, record_outcome, saved_config
-from apts.validate import CONFIG_DIR, validate
-from apts.world import submitit_world, torchrun_env, under_submitit
+from apts.rundir.claim import LOCK, claim, read_summary, record_outcome, saved_config
+from apts.runtime.launch import LaunchResult, launch
+from apts.runtime.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
+from apts.runtime.world import join_world, submitit_world, torchrun_env, under_submitit
 
 PROG = "apts-train"
 
@@ -74,8 +74,6 @@ def _discard_if_empty(run_dir: Path) -> None:
 def run_job(cfg: dict[str, Any], run_dir: str, overrides: list[str] | None = None) -> LaunchResult:
     """Claim ``run_dir``, then start, resume or skip the run there (see
     :func:`apts.rundir.plan_run`) and launch it. Never raises for a run that failed."""
-    from apts.world import join_world
-
     env = torchrun_env()
     if env is not None:
         return join_world(cfg, run_dir, env, overrides)
@@ -123,7 +121,7 @@ def _job_end(result: LaunchResult, run_dir: Path, multirun: bool, label: str) ->
     reads each job's outcome from its directory (:class:`SweepReport`)."""
     env = torchrun_env()
     if env is not None and under_submitit():
-        # leave through os._exit once submitit has pickled the result (see apts.lifecycle:
+        # leave through os._exit once submitit has pickled the result (see apts.runtime.lifecycle:
         # gloo's threads may abort a normal interpreter exit); the outcome is in run_dir
         atexit.register(exit_rank, 0)
         if env["rank"] != 0:

@@ -16,8 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from apts.comm import Comm
 from apts.optim import APTS
+from apts.training.comm import Comm
 
 WORLD, BATCH, CLASSES, DIM = 2, 1000, 4, 20
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -11,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from apts.train import TIMING_KEYS
+from apts.training.loop import TIMING_KEYS
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # 1200 training samples after 120 are held out for validation
@@ -150,14 +149,3 @@ def stop(proc: subprocess.Popen) -> None:
                 pass
         proc.kill()
     proc.communicate()
-
-
-def load_script(name: str):
-    """The module of ``scripts/<name>.py`` (the scripts are not a package), loaded once."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from apts.data import Dataset
-from apts.datasets import registry
+from apts.data import registry
+from apts.data.dataset import Dataset
 
 IDX_STEMS = {
     "train_x": "train-images-idx3-ubyte",

@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from apts.launch import init_rank, rendezvous_file
-from apts.lifecycle import exit_rank
+from apts.runtime.launch import init_rank, rendezvous_file
+from apts.runtime.lifecycle import exit_rank
 
 
 def _entry(rank: int, n: int, rdzv: str, out_dir: str, fn, args) -> None:

@@ -5,12 +5,12 @@ every job of every sweep validates before anything runs."""
 from __future__ import annotations
 
 import pytest
-from clitools import load_script
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from apts.precheck import check_job, jobs_of
-from apts.validate import CONFIG_DIR
+from apts.config.precheck import check_job, jobs_of
+from apts.config.validate import CONFIG_DIR
+from apts.experiments.reproduce import PROFILES
 
 # study -> (config key, the values the issue asks for, in the order given there)
 FACTORS = {
@@ -28,7 +28,7 @@ SEEDS = [0, 1, 2]
 
 
 def _profile() -> list[str]:
-    return load_script("reproduce").PROFILES["ablate"]["presets"]
+    return PROFILES["ablate"]["presets"]
 
 
 def _flat(cfg: dict, prefix: str = "") -> dict:

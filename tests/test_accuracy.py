@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from test_runner import read_metrics, run_cli
 
-from apts.datasets import load_dataset
+from apts.data.load import load_dataset
 from apts.errors import DataError
 
 

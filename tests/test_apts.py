@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from dist_harness import gather, run_ranks
 from state_helpers import assert_plain, dcp_round_trip, transport
 
-from apts.comm import Comm
-from apts.data import shard
+from apts.data.dataset import shard
 from apts.optim import APTS, LSR1, TRRules, TrustRegion, tr_iteration
 from apts.optim.flat import flat_grad, flat_params, set_flat_params_
+from apts.training.comm import Comm
 
 DIM, CLASSES, BATCH = 8, 3, 96
 

@@ -1,7 +1,7 @@
 """Bad input, class by class: one line on stderr, exit code 2, no rank started, nothing
 left behind. The cases of each class are examples; every class is covered.
 
-In-process checks go through :func:`apts.precheck.precheck` (what the CLI runs before
+In-process checks go through :func:`apts.config.precheck.precheck` (what the CLI runs before
 Hydra); one case per class also runs the real CLI.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from clitools import SMALL, cli, error_lines, read_summary
 
+from apts.config.precheck import precheck
+from apts.config.validate import CONFIG_DIR, local_rank_limit
 from apts.errors import ConfigError
-from apts.precheck import precheck
-from apts.validate import CONFIG_DIR, local_rank_limit
 
 CASES = {
     # non-booleans are not taken as true

@@ -1,4 +1,4 @@
-"""scripts/bench_net.py: the skip path, the namespaces it makes and removes, a shaped link,
+"""benchmarks/bench_net.py: the skip path, the namespaces it makes and removes, a shaped link,
 and a 2-rank training run across two namespaces."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from clitools import SCRIPTS, load_script
 
-SCRIPT = SCRIPTS / "bench_net.py"
+from benchmarks import bench_net
 
+SCRIPT = Path(bench_net.__file__)
 
-bench_net = load_script("bench_net")
 REASON = bench_net.skip_reason()
 needs_netns = pytest.mark.skipif(REASON is not None, reason=f"no network namespaces: {REASON}")
 

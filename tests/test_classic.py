@@ -8,7 +8,7 @@ machine and 412 on an AVX512 one. Starts moved by a few ulps (4e-16 relative, Ga
 stand in for another machine here: over 16 such starts (AVX2) the step counts spread as in
 the ``spread`` column. Budgets are at least twice the largest of them, and
 ``test_budgets_hold_when_the_start_moves_by_ulps`` checks that property itself. The numbers
-for all variants: ``python scripts/bench_classic.py``.
+for all variants: ``python -m benchmarks.bench_classic``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from apts.optim import TrustRegion
-from apts.optim.problems import problem, run_trust_region
+from benchmarks.problems import problem, run_trust_region
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

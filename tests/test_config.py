@@ -10,9 +10,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from apts.config.precheck import check_group_overrides, group_choices
+from apts.config.validate import CONFIG_DIR, GROUPS, validate
 from apts.errors import ConfigError
-from apts.precheck import check_group_overrides, group_choices
-from apts.validate import CONFIG_DIR, GROUPS, validate
 
 
 def _compose(*overrides: str):

@@ -1,4 +1,5 @@
-"""apts.data: sharding arithmetic, permutations, normalisation, augmentation, synthetic data."""
+"""apts.data.dataset: sharding arithmetic, permutations, normalisation, augmentation,
+synthetic data."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from apts.data import (
+from apts.data.dataset import (
     augment,
     epoch_permutation,
     minibatches,
@@ -16,7 +17,7 @@ from apts.data import (
     shard_sizes,
     to_float,
 )
-from apts.datasets import load_dataset
+from apts.data.load import load_dataset
 
 # -------------------------------------------------------------- batching and sharding
 

@@ -1,4 +1,4 @@
-"""apts.datasets: the IDX and CIFAR-10 readers on small files in the real formats, and
+"""apts.data.load: the IDX and CIFAR-10 readers on small files in the real formats, and
 md5-verified downloads from a local HTTP server."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from datasets_files import (
     write_mnist,
 )
 
-from apts.datasets import load_dataset, registry
+from apts.data import registry
+from apts.data.load import load_dataset
 from apts.errors import DataError
 
 # ------------------------------------------------------------------------ IDX readers

@@ -33,7 +33,8 @@ from datasets_files import (
     write_mnist,
 )
 
-from apts.datasets import files, load_dataset, registry
+from apts.data import files, registry
+from apts.data.load import load_dataset
 from apts.errors import DataError
 
 CIFAR_DIR = "cifar-10-batches-py"
@@ -400,7 +401,7 @@ def test_synthetic_source_is_its_parameters():
     ds = load_dataset("synthetic", None, seed=3, n_train=20, n_test=7, shape=(2, 9, 8))
     assert ds.source == [
         {
-            "generator": "apts.data.make_synthetic",
+            "generator": "apts.data.dataset.make_synthetic",
             "seed": 3,
             "n_train": 20,
             "n_test": 7,

@@ -22,9 +22,9 @@ from test_local_sgd import (
     run_every_h_steps,
 )
 
-from apts.comm import Comm
 from apts.optim import DiLoCo, LocalAdam
 from apts.optim.flat import flat_params, set_flat_params_
+from apts.training.comm import Comm
 
 LR, WD, ETA, MU = 1e-2, 1e-3, 0.7, 0.9
 

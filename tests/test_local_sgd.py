@@ -10,19 +10,19 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-from clitools import load_script
 from dist_harness import gather, run_ranks
 from state_helpers import assert_plain, dcp_round_trip, transport
 from test_apts import BATCH, make_problem
 from test_config import _compose
 from test_runner import FCNN_PARAMS, SMALL, read_metrics, run_cli
 
-from apts.comm import Comm
-from apts.data import shard
+from apts.config.validate import validate
+from apts.data.dataset import shard
 from apts.errors import ConfigError
+from apts.experiments.reproduce import PROFILES
 from apts.optim import DiLoCo, LocalAdam, LocalSGD
 from apts.optim.flat import flat_params, set_flat_params_
-from apts.validate import validate
+from apts.training.comm import Comm
 
 H, STEPS = 3, 7  # STEPS % H != 0: the epoch-end synchronize has work to do
 
@@ -302,8 +302,7 @@ def assert_config_error(optimizer: str, overrides: list[str], line: str) -> None
 
 
 def test_reproduce_profiles_name_existing_local_presets():
-    reproduce = load_script("reproduce")
-    presets = [p for prof in reproduce.PROFILES.values() for p in prof["presets"]]
+    presets = [p for prof in PROFILES.values() for p in prof["presets"]]
     local = [p for p in presets if p.endswith(("_local_adam", "_local_sgd"))]
     assert sorted(local) == sorted(
         [f"quick_local_{o}" for o in ("adam", "sgd")]

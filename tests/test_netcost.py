@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from apts.netcost import (
+from apts.report.netcost import (
     LINKS,
     Link,
     RunMetrics,

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import apts.optim
-from apts.comm import Comm
 from apts.optim.comm import OPS, Communicator, SingleProcess, communicator
+from apts.training.comm import Comm
 
 
 def communicating_optimizers() -> list[type]:

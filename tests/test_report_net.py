@@ -19,7 +19,7 @@ LINK_NAMES = ["100 Mbit/s Ethernet", "1 GbE", "10 GbE", "100 Gb/s InfiniBand (ED
 
 
 def tree(root: Path, ddp: bool = True) -> None:
-    """Runs whose projections are worked out by hand below (links of apts.netcost.LINKS:
+    """Runs whose projections are worked out by hand below (links of apts.report.netcost.LINKS:
     100 Mbit/s α = 100 µs, β = 12.5 MB/s; 1 GbE α = 50 µs, β = 125 MB/s)."""
     # APTS N=2, per epoch 5 all-reduces of 25 MB in all; seed 0: compute 5 − 1 = 4 s,
     # 100 Mbit/s: 4 + 5·2·1e-4 + 25e6/12.5e6 = 6.001 s; 1 GbE: 4 + 0.0005 + 0.2 = 4.2005 s.

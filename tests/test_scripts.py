@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_reports_collectives_per_epoch(tmp_path):
     cmd = [
         sys.executable,
-        str(ROOT / "scripts" / "bench.py"),
+        str(ROOT / "benchmarks" / "bench.py"),
         "--models",
         "fcnn",
         "--ranks",

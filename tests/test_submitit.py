@@ -14,13 +14,13 @@ from clitools import (
     SMALL,
     cli,
     error_lines,
-    load_script,
     read_metrics,
     read_summary,
     without_timings,
 )
 
-from apts.precheck import has_submitit_plugin
+from apts.config.precheck import has_submitit_plugin
+from apts.experiments.reproduce import sweep_commands
 
 pytestmark = pytest.mark.skipif(
     not has_submitit_plugin(),
@@ -35,7 +35,7 @@ def _launcher(*overrides: str):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from apts.validate import CONFIG_DIR
+    from apts.config.validate import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
@@ -55,7 +55,7 @@ def test_cluster_job_asks_one_task_per_rank_and_a_gpu_per_task_on_cuda():
 
 
 def test_submitit_world_exports_the_job_as_env_vars(monkeypatch):
-    from apts.world import submitit_world
+    from apts.runtime.world import submitit_world
 
     for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
@@ -146,7 +146,7 @@ def test_local_executor_sweep_runs_every_job_as_two_tasks_and_survives_a_failed_
 
 
 def test_reproduce_passes_the_launcher_on_one_sweep_per_subdomains_value(tmp_path):
-    cmds = load_script("reproduce").sweep_commands(
+    cmds = sweep_commands(
         "paper_mnist_apts",
         tmp_path / "sw",
         ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=P"],

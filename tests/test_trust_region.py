@@ -74,7 +74,7 @@ def _param():
 
 
 # (constructor, arguments, the message's start). Each message starts with the argument and
-# its value and says what is allowed (apts/validate.py prefixes it with "optimizer.").
+# its value and says what is allowed (apts/config/validate.py prefixes it with "optimizer.").
 OPTION_ERRORS = [
     (TRRules, {"radius": 5.0}, "radius=5.0 must be in [min_radius, max_radius] = [0.0001, 1.0]"),
     (

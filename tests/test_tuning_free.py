@@ -17,10 +17,11 @@ from test_config import _compose
 from test_local_sgd import local_step
 from test_runner import FCNN_PARAMS, SMALL, read_metrics, run_cli
 
+from apts.config.validate import validate
+from apts.errors import ConfigError
 from apts.optim.flat import flat_params
 from apts.optim.tuning_free import Prodigy, ScheduleFreeAdamW
-from apts.train import _switch
-from apts.validate import ConfigError, validate
+from apts.training.loop import _switch
 
 PAIRS = [
     (Prodigy, prodigyopt.Prodigy, dict(weight_decay=1e-2, d_coef=2.0)),

@@ -9,7 +9,7 @@ import torch
 from clitools import SMALL, cli, error_lines, read_metrics
 from report_tree import build, config, row, section, write_run
 
-from apts.data import Dataset, channel_stats, hold_out, val_count
+from apts.data.dataset import Dataset, channel_stats, hold_out, val_count
 
 
 def numbered(n: int) -> Dataset:

@@ -89,7 +89,7 @@ class APTS(FlatLSR1Optimizer):
         params: parameters (one group; flattened internally into one vector).
         comm: keyword-only; a :class:`~apts.optim.comm.Communicator` (``world_size`` and
             an in-place ``all_reduce(tensor, op)``, e.g. the runner's counted
-            :class:`apts.comm.Comm`) or ``None`` for one process.
+            :class:`apts.training.comm.Comm`) or ``None`` for one process.
         local_iters: L, local TR iterations per step (0 disables the local phase).
         global_iters: G, global TR iterations per step.
         foc: use the first-order-consistent local objective :math:`m_i` (else :math:`f_i`).

@@ -2,7 +2,7 @@
 
 Every failure is a ``ValueError`` whose message starts with ``<argument>=<value!r>`` and
 says what is allowed, e.g. ``radius=5.0 must be in [min_radius, max_radius] = [0.0001,
-1.0]``: the runner's config check (``apts/validate.py``) turns such a message into
+1.0]``: the runner's config check (``apts/config/validate.py``) turns such a message into
 ``optimizer.radius=5.0 ...`` for the user. Booleans are not numbers here (``True`` is no
 memory size), and a flag must be a real ``bool`` (Hydra turns ``maybe`` into a string).
 """

@@ -14,8 +14,9 @@ Each optimizer turns ``comm`` into a :class:`Communicator` once, with
 :func:`communicator` (``None`` becomes :class:`SingleProcess`), and then calls
 ``self.comm.all_reduce(buf, op=...)`` on one flat buffer per collective, whatever the
 world size: a collective is never skipped or special-cased by the optimizer, so the
-N = 1 path is the N > 1 code. The runner's counted :class:`apts.comm.Comm` (torch.distributed,
-every call counted by kind) is one such object; a test's simulated world is another.
+N = 1 path is the N > 1 code. The runner's counted :class:`apts.training.comm.Comm`
+(torch.distributed, every call counted by kind) is one such object; a test's simulated
+world is another.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ gradient of the whole mini-batch.
 
 Why not ``torch.distributed.algorithms.model_averaging`` (``PeriodicModelAverager``,
 ``PostLocalSGDOptimizer``): their average is a direct ``dist.all_reduce`` (not counted
-by :class:`apts.comm.Comm`) called as a module function the averager cannot override;
+by :class:`apts.training.comm.Comm`) called as a module function the averager cannot override;
 ``ModelAverager`` needs an initialised default process group (no one-process use); its
 period is a never-reset step counter that averages after steps 1, H + 1, ... (an
 epoch-end average could not restart it); it skips parameters whose ``.grad`` is None;
@@ -132,7 +132,7 @@ class LocalSGD(_LocalAveraging, torch.optim.SGD):
         lr, momentum, nesterov, weight_decay: as for ``torch.optim.SGD``; the momentum
             buffer stays local.
         comm: a :class:`~apts.optim.comm.Communicator` (``world_size`` and an in-place
-            ``all_reduce(tensor, op)``, e.g. :class:`apts.comm.Comm`), or None for one
+            ``all_reduce(tensor, op)``, e.g. :class:`apts.training.comm.Comm`), or None for one
             process.
         sync_every: H, the number of local steps between two averages.
 

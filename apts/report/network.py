@@ -4,8 +4,8 @@ Measured (on the machine the runs ran on): per epoch the compute time, ``wall_s 
 comm_s`` (the training time outside blocking optimizer collectives), the number of
 collectives ``comm_calls`` and the bytes they reduced ``comm_bytes``. Modelled: what
 those collectives take on a link of latency α and bandwidth β, a ring all-reduce of b
-bytes over N ranks costing 2(N−1)α + 2(N−1)/N·b/β (:mod:`apts.netcost`, with the
-typical α and β of :data:`apts.netcost.LINKS`). A projected epoch is compute + the
+bytes over N ranks costing 2(N−1)α + 2(N−1)/N·b/β (:mod:`apts.report.netcost`, with the
+typical α and β of :data:`apts.report.netcost.LINKS`). A projected epoch is compute + the
 modelled collectives; the time to the target is the sum of the projected epochs up to
 the first one whose ``val_acc`` reaches it. Both are per seed, then averaged over the
 seeds (the time to target over the seeds that reached it).
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from apts.netcost import LINKS, Link, collectives_time, format_seconds, project
 from apts.report.communication import communicating
 from apts.report.formatting import format_number, format_to_target, markdown_table
 from apts.report.groups import Group
+from apts.report.netcost import LINKS, Link, collectives_time, format_seconds, project
 
 Panels = dict[tuple[str, str], list[Group]]
 DEFAULT_NET_BENCH = Path("outputs/bench/net.json")
@@ -47,7 +47,7 @@ NETWORK_INTRO = (
     "per epoch, `wall_s − comm_s` (training time outside blocking optimizer collectives), "
     "and the collectives' count and bytes (`comm_calls`, `comm_bytes`). *Modelled*: their "
     "time on each link, a ring all-reduce of b bytes over N ranks costing "
-    "2(N−1)α + 2(N−1)/N·b/β (`apts/netcost.py`; α and β typical values, not measurements). "
+    "2(N−1)α + 2(N−1)/N·b/β (`apts/report/netcost.py`; α and β typical values, not measurements). "
     "Projected epoch = compute + modelled collectives, per seed, averaged over seeds; time "
     "to target = the projected epochs up to the first that reaches the target. "
     "The compute time is the one measured here, where all ranks shared this machine's "

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from apts.comm import Comm
 from apts.errors import RunDirError
-from apts.rundir import CHECKPOINT, atomic_write
+from apts.rundir.claim import CHECKPOINT, atomic_write
+from apts.training.comm import Comm
 
 FORMAT = 1
 

@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from apts.datasets import registry
+from apts.data import registry
 
 DOWNLOAD_TIMEOUT = 30.0  # seconds per connection attempt / read
 _USER_AGENT = "apts-data/0.1 (+python urllib)"

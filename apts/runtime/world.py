@@ -16,7 +16,8 @@ import torch
 import torch.distributed as dist
 
 from apts.errors import ConfigError, DataError, RunDirError
-from apts.launch import (
+from apts.rundir.claim import Plan, claim, record_outcome
+from apts.runtime.launch import (
     LaunchResult,
     check_data_fits,
     load_data,
@@ -25,8 +26,8 @@ from apts.launch import (
     run_rank,
     set_loopback_iface,
 )
-from apts.lifecycle import EXIT_CONFIG, EXIT_OK
-from apts.rundir import Plan, record_outcome
+from apts.runtime.lifecycle import EXIT_CONFIG, EXIT_OK
+from apts.training.comm import Comm
 
 
 def torchrun_env() -> dict[str, int] | None:
@@ -46,7 +47,7 @@ def submitit_world() -> dict[str, int] | None:
     WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, from submitit's
     ``TorchDistributedEnvironment``) and return :func:`torchrun_env`, so the task joins
     like a torchrun rank. None outside submitit and for a one-task job, which spawns its
-    ranks itself (:func:`apts.launch.launch`).
+    ranks itself (:func:`apts.runtime.launch.launch`).
 
     A one-node job meets on 127.0.0.1 (submitit names the node by its hostname, which a
     machine without a network may not resolve); the port is submitit's, drawn from the job
@@ -77,8 +78,6 @@ def join_world(
 ) -> LaunchResult:
     """Be one rank of a torchrun/SLURM world (``env://``). Rank 0 claims the run directory
     and decides, through the store, whether the ranks start, resume or skip."""
-    from apts.rundir import claim
-
     if env["world_size"] != cfg["subdomains"]:
         return LaunchResult(
             EXIT_CONFIG,
@@ -112,8 +111,6 @@ def join_world(
     plan = Plan(decided["action"], decided["note"])
     if plan.action == "skip":
         return LaunchResult(status="skipped", error=None, final={"note": plan.note})
-    from apts.comm import Comm
-
     try:
         # one download per machine: local rank 0 fetches, the others wait and read
         if env["local_rank"] == 0:

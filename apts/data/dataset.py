@@ -3,7 +3,7 @@
 Everything here is a pure function of its arguments (no communication): every rank
 calls the same functions with the same seed and gets the same permutation, the same
 mini-batches and its own shard of each. Reading datasets from files (and downloading
-them) is :mod:`apts.datasets`; the seeded ``synthetic`` generator lives here because
+them) is :mod:`apts.data.load`; the seeded ``synthetic`` generator lives here because
 it is built from the same pieces as the batching code (seeded generators, :func:`augment`).
 """
 
@@ -224,7 +224,7 @@ def make_synthetic(
     mean, std = channel_stats(train_x)
     source = [
         {
-            "generator": "apts.data.make_synthetic",
+            "generator": "apts.data.dataset.make_synthetic",
             "seed": int(seed),
             "n_train": int(n_train),
             "n_test": int(n_test),

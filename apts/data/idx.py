@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from apts.data import Dataset
-from apts.datasets import registry
-from apts.datasets.download import fetch
-from apts.datasets.files import Split, checked_dataset, read_file, record
-from apts.datasets.registry import IDX_DIR, IDX_FILES, PRETTY
+from apts.data.dataset import Dataset
+from apts.data import registry
+from apts.data.download import fetch
+from apts.data.files import Split, checked_dataset, read_file, record
+from apts.data.registry import IDX_DIR, IDX_FILES, PRETTY
 from apts.errors import DataError
 
 _FIX = "delete it and download again (or set dataset.data_dir to a good copy)"
@@ -41,7 +41,7 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
 
 class IdxFiles:
     """Where the four IDX files of ``key`` (``mnist``/``fashion_mnist``) are, and how to
-    get and read them (the interface :func:`apts.datasets.load_dataset` locates with)."""
+    get and read them (the interface :func:`apts.data.load.load_dataset` locates with)."""
 
     def __init__(self, key: str):
         self.key = key

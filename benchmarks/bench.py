@@ -1,15 +1,15 @@
 """Benchmark: one epoch of APTS, TR, Adam and SGD on the same model and data.
 
 For each model (fcnn, cnn) on MNIST-shaped synthetic data and each rank count N
-(1, 2, 4, gloo), one epoch per optimizer through the real runner (``apts.launch``):
+(1, 2, 4, gloo), one epoch per optimizer through the real runner (``apts.runtime.launch``):
 wall time, forward+backward passes (grad_evals), collectives and bytes per epoch,
 and the share of the epoch's time spent in forward/backward, and for APTS/TR in
 blocking collectives (waiting for the other ranks included) and in the optimizer's
 own work (L-SR1, subproblem solves, vector copies). APTS and TR use the paper's
 mini-batch (10000); Adam and SGD a conventional 128. Figures, not assertions.
 
-    python scripts/bench.py                 # full grid, writes outputs/bench/bench.{json,md}
-    python scripts/bench.py --models fcnn --ranks 1 2 --n-train 10000
+    python -m benchmarks.bench                 # full grid, writes outputs/bench/bench.{json,md}
+    python -m benchmarks.bench --models fcnn --ranks 1 2 --n-train 10000
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from apts.launch import launch
-from apts.rundir import Plan
-from apts.validate import CONFIG_DIR, validate
+from apts.config.validate import CONFIG_DIR, validate
+from apts.rundir.claim import Plan
+from apts.runtime.launch import launch
 
 
 def run_one(model: str, optimizer: str, n: int, n_train: int, batch: int) -> dict:

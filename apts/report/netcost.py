@@ -14,7 +14,7 @@ Gloo (the CPU backend of ``torch.distributed``) runs exactly this ring: for a de
 CPU tensor ``ProcessGroupGloo::allreduce`` calls ``gloo::allreduce`` with no algorithm
 set, which selects its ring (reduce-scatter then all-gather). Every rank therefore
 sends 2(N−1)/N·b bytes per all-reduce: the β term is exact (the shaped-link benchmark,
-``scripts/bench_net.py``, counts 1.00–1.05 times that on the wire, headers included).
+``benchmarks/bench_net.py``, counts 1.00–1.05 times that on the wire, headers included).
 The latency term is 2(N−1)α to leading order only: gloo cuts each rank's chunk into at
 least two segments of at most 1 MiB and keeps two in flight, so it sends more, partly
 overlapped, messages.

@@ -10,9 +10,9 @@ A run directory holds:
 - ``tb/``: TensorBoard event files with the same scalars;
 - ``train.log``: the log, with where the data came from (paths and md5 sums);
 - ``summary.json``: ``{"status": "running", ...}`` while training, then how the run ended
-  (see :mod:`apts.rundir`), the last epoch's metrics and the data's provenance;
+  (see :mod:`apts.rundir.claim`), the last epoch's metrics and the data's provenance;
 - ``checkpoint.pt``: everything needed to continue after the latest epoch
-  (:mod:`apts.checkpoint`).
+  (:mod:`apts.training.checkpoint`).
 
 Files are replaced atomically and ``metrics.jsonl`` is appended a whole line at a time,
 so an interrupted run leaves complete lines and no half-written file. A resumed run cuts
@@ -30,7 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from apts.rundir import (
+from apts.rundir.claim import (
     CONFIG,
     ERROR_LOG,
     METRICS,

@@ -3,12 +3,12 @@ chained Rosenbrock function): steps to convergence with L-SR1 updates after ever
 point (``update_rejected=True``, APTS.md rule 4) against updates on acceptance only, for
 γ = "auto" and γ = 1e-3. Figures, not assertions; prints a markdown table.
 
-    python scripts/bench_classic.py [--budget 3000] [--problems rosenbrock,wood,...]
+    python -m benchmarks.bench_classic [--budget 3000] [--problems rosenbrock,wood,...]
 
 Each cell: steps to convergence (closure evaluations in brackets: TrustRegion.step
 evaluates the current point and the trial point), "local" when it converged to a known
 local minimiser, or "✗ f = ..." when the budget ran out. Convergence: f − f* ≤ 1e-12 (f* = 0)
-or ≤ 1e-5·f* (see ``apts.optim.problems``). m = 5 pairs (the README table's); other
+or ≤ 1e-5·f* (see ``benchmarks.problems``). m = 5 pairs (the README table's); other
 options: TrustRegion's defaults, float64.
 """
 
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from apts.optim.problems import PROBLEMS, problem, run_trust_region
+from benchmarks.problems import PROBLEMS, problem, run_trust_region
 
 # The standard starts of every problem, and the origin for the 100-D Rosenbrock functions.
 DEFAULT = [p.name for p in PROBLEMS] + ["extended_rosenbrock@zero", "chained_rosenbrock@zero"]

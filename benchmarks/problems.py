@@ -12,7 +12,7 @@ for 4 ≤ n ≤ 7 (Kok & Sandrock, J. Phys. Chem. A 2009) and, numerically, beyo
 Each problem is a :class:`Problem`; ``problem.f(x)`` is differentiable with autograd, so
 the gradient comes from ``backward()`` like a training loss. Use float64.
 :func:`run_trust_region` drives :class:`~apts.optim.TrustRegion` on one through its
-closure API (used by ``tests/test_classic.py`` and ``scripts/bench_classic.py``).
+closure API (used by ``tests/test_classic.py`` and ``benchmarks/bench_classic.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
+
+from apts.optim import TrustRegion
 
 __all__ = ["PROBLEMS", "Problem", "RunResult", "problem", "run_trust_region"]
 
@@ -278,8 +280,6 @@ def run_trust_region(prob: Problem, budget: int, **options) -> RunResult:
     ``step(closure)`` at a time, until :meth:`Problem.converged` or ``budget`` steps. Each
     step evaluates the closure twice (the current point again, as with mini-batches, and
     the trial point)."""
-    from .trust_region import TrustRegion
-
     x = torch.nn.Parameter(prob.x0())
     opt = TrustRegion([x], **options)
     calls = 0

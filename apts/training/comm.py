@@ -46,7 +46,7 @@ class Comm:
         self.seconds: Counter[str] = Counter()
         self.record_sizes = record_sizes
         self.sizes: list[tuple[str, int]] = []
-        self.ddp_local = False  # ddp_hook reduces nothing (see apts.train.settle_ddp_buckets)
+        self.ddp_local = False  # ddp_hook reduces nothing (see loop.settle_ddp_buckets)
 
     def _count(self, kind: str, tensor: torch.Tensor) -> None:
         self.calls[kind] += 1

@@ -13,11 +13,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from apts.data.load import DATASETS
 from apts.errors import ConfigError
+from apts.models import MODELS
+from apts.runtime.world import torchrun_env
+from apts.training.loop import optimizer_factory
 
 # configs/ sits beside the package in a source checkout (editable install) and
 # inside it as apts/configs in a wheel.
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parents[1]  # the apts package
 CONFIG_DIR = next(
     (p for p in (_HERE.parent / "configs", _HERE / "configs") if (p / "train.yaml").is_file()),
     _HERE / "configs",
@@ -191,8 +195,6 @@ def _validate_run(cfg: Mapping) -> None:
 
 
 def _validate_dataset(cfg: Mapping) -> None:
-    from apts.datasets import DATASETS
-
     name = _choice(cfg, "dataset.name", DATASETS)
     _bool(cfg, "dataset.download")
     _bool(cfg, "dataset.augment")
@@ -207,8 +209,6 @@ def _validate_dataset(cfg: Mapping) -> None:
     _optional(cfg, "dataset.data_dir", _text)
     if "val_size" in _get(cfg, "dataset"):  # runs made before the validation split lack it
         _val_size(cfg)
-    from apts.models import MODELS
-
     _choice(cfg, "model.name", MODELS)
 
 
@@ -227,8 +227,6 @@ def _validate_launcher(cfg: Mapping) -> None:
     _num(cfg, "launcher.heartbeat_s", 1.0, math.inf)
     _optional(cfg, "launcher.master_addr", _text)
     n = _get(cfg, "subdomains")
-    from apts.world import torchrun_env
-
     if torchrun_env() is None and n > local_rank_limit():
         raise ConfigError(
             f"subdomains={n} would start {n} processes on this machine "
@@ -267,8 +265,6 @@ def check_optimizer(ocfg: Mapping) -> None:
 
     import torch
     from omegaconf import OmegaConf
-
-    from apts.train import optimizer_factory
 
     name = ocfg["name"]
     plain = OmegaConf.to_container(ocfg, resolve=True) if OmegaConf.is_config(ocfg) else ocfg

@@ -3,7 +3,7 @@
 :func:`load_dataset` finds the files on disk (torchvision's layout, see :mod:`.idx` and
 :mod:`.cifar`), or downloads them from mirrors with md5 checks (:mod:`.download`), and
 returns an in-memory :class:`apts.data.Dataset` whose ``source`` lists the files read
-and their md5s; ``synthetic`` is generated instead (:func:`apts.data.make_synthetic`).
+and their md5s; ``synthetic`` is generated instead (:func:`apts.data.dataset.make_synthetic`).
 Everything that goes wrong is a one-line :class:`DataError` naming the file and the fix.
 
 Where the files are looked for:
@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from apts.data import Dataset, make_synthetic
-from apts.datasets import registry
-from apts.datasets.cifar import CifarFiles
-from apts.datasets.download import mirror_list
-from apts.datasets.idx import IdxFiles
-from apts.datasets.registry import DATASETS, canonical_name
+from apts.data.dataset import Dataset, make_synthetic
+from apts.data import registry
+from apts.data.cifar import CifarFiles
+from apts.data.download import mirror_list
+from apts.data.idx import IdxFiles
+from apts.data.registry import DATASETS, canonical_name
 from apts.errors import DataError
 
 # The mirrors, md5 sums and system folders are module globals of .registry (patch them there).

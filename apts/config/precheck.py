@@ -4,7 +4,7 @@ Hydra's own errors (a malformed override, a key that does not exist, an interpol
 that does not resolve) arrive as multi-line reports after it has set up a run; here the
 same composition is done first, for every job of a sweep (the grid expanded as Hydra's
 basic sweeper expands it, presets' ``hydra.sweeper.params`` included), and each job's
-config goes through :func:`apts.validate.validate`. Any failure is a one-line
+config goes through :func:`apts.config.validate.validate`. Any failure is a one-line
 :class:`~apts.errors.ConfigError`.
 """
 
@@ -17,16 +17,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from apts.config.validate import CONFIG_DIR, GROUPS, validate
 from apts.errors import ConfigError
-from apts.validate import GROUPS, validate
 
 _MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def group_choices(group: str, config_dir: Path | None = None) -> list[str]:
     """The files of a config group (``optimizer`` -> adam, apts, ...)."""
-    from apts.validate import CONFIG_DIR
-
     return sorted(p.stem for p in ((config_dir or CONFIG_DIR) / group).glob("*.yaml"))
 
 

@@ -17,7 +17,7 @@ Three kinds of optimizer are driven here:
   overlap), zeroes the gradients and calls backward.
 
 Every rank derives the same shuffled order from the seed: data is never sent.
-Only rank 0 evaluates and writes (see :mod:`apts.logs`).
+Only rank 0 evaluates and writes (see :mod:`apts.training.logger`).
 
 Divergence: a training loss that is not finite, or above ``max_loss``, stops the run
 at the end of its epoch (all ranks learn it from the epoch's statistics reduction, so
@@ -40,13 +40,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from apts.checkpoint import gather_checkpoint, restore, save_checkpoint
-from apts.comm import Comm
-from apts.data import Dataset, augment, epoch_permutation, minibatches, shard, to_float
+from apts.data.dataset import Dataset, augment, epoch_permutation, minibatches, shard, to_float
 from apts.errors import Diverged, Interrupted, one_line
-from apts.lifecycle import received_signal
-from apts.logs import RunLogger
 from apts.models import build_model, count_parameters
+from apts.runtime.lifecycle import received_signal
+from apts.training.checkpoint import gather_checkpoint, restore, save_checkpoint
+from apts.training.comm import Comm
+from apts.training.logger import RunLogger
 
 CLOSURE_OPTIMIZERS = ("tr", "apts")
 # metrics.jsonl keys that are clock readings: everything else repeats exactly for a seed

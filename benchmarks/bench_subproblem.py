@@ -8,7 +8,7 @@ each divided by the median time of one ``torch.dot`` of two n-vectors. Two units
 through enough vectors to defeat the last-level cache, as the solver's inputs are in
 practice). CPU float32/float64, and CUDA when available.
 
-    python scripts/bench_subproblem.py [--n 1000000] [--m 5] [--repeats 50]
+    python -m benchmarks.bench_subproblem [--n 1000000] [--m 5] [--repeats 50]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from apts.data import Dataset, channel_stats
+from apts.data.dataset import Dataset, channel_stats
 from apts.errors import DataError
 
 _CHUNK = 1 << 20

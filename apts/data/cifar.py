@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from apts.data import Dataset
-from apts.datasets import registry
-from apts.datasets.download import fetch
-from apts.datasets.files import Split, checked_dataset, read_file, record
-from apts.datasets.registry import CIFAR_DIR, CIFAR_TAR, CIFAR_TEST, CIFAR_TRAIN
+from apts.data.dataset import Dataset
+from apts.data import registry
+from apts.data.download import fetch
+from apts.data.files import Split, checked_dataset, read_file, record
+from apts.data.registry import CIFAR_DIR, CIFAR_TAR, CIFAR_TEST, CIFAR_TRAIN
 from apts.errors import DataError
 
 _NAMES = (*CIFAR_TRAIN, CIFAR_TEST)
@@ -29,7 +29,7 @@ _NAMES = (*CIFAR_TRAIN, CIFAR_TEST)
 
 class CifarFiles:
     """Where the six CIFAR-10 batches are, and how to get and read them (the interface
-    :func:`apts.datasets.load_dataset` locates with)."""
+    :func:`apts.data.load.load_dataset` locates with)."""
 
     key = "cifar10"
     pretty = "CIFAR-10"

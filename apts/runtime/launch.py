@@ -11,10 +11,10 @@
   every rank. Whatever happens, the ranks are gone and the temporary directory removed
   when :func:`launch` returns, and summary.json says how the run ended.
 - torchrun (``WORLD_SIZE`` and ``RANK`` set) or a task of a submitit job: this process
-  is one rank of a world started by someone else (:mod:`apts.world`).
+  is one rank of a world started by someone else (:mod:`apts.runtime.world`).
 
 gloo serves CPU runs and NCCL CUDA runs (one GPU per rank, ``LOCAL_RANK``). How a rank
-stops (signals, heartbeat, exit) is :mod:`apts.lifecycle`.
+stops (signals, heartbeat, exit) is :mod:`apts.runtime.lifecycle`.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from apts.data import Dataset, hold_out, val_count
-from apts.datasets import load_dataset
+from apts.data.dataset import Dataset, hold_out, val_count
+from apts.data.load import load_dataset
 from apts.errors import ConfigError, DataError, Diverged, Interrupted, RunDirError, one_line
-from apts.lifecycle import (
+from apts.rundir.claim import Plan, read_summary, record_outcome
+from apts.runtime.lifecycle import (
     EXIT_CONFIG,
     EXIT_DIVERGED,
     EXIT_FAILED,
@@ -53,7 +54,9 @@ from apts.lifecycle import (
     received_signal,
     signal_exit_code,
 )
-from apts.rundir import Plan, record_outcome
+from apts.training.checkpoint import load_checkpoint
+from apts.training.comm import Comm
+from apts.training.loop import train
 
 # Seconds a failing job's other ranks get to stop on SIGTERM before SIGKILL (twice, at
 # most: torch.multiprocessing waits once before SIGTERM, once before SIGKILL).
@@ -219,10 +222,6 @@ def run_rank(
     leaves while rank 0 still evaluates; otherwise peers may be gone and the rank just
     reports (``report``: the launcher's directory for spawned ranks).
     """
-    from apts.checkpoint import load_checkpoint
-    from apts.comm import Comm
-    from apts.train import train
-
     install_signal_handlers()
     hb = None
     err: BaseException | None = None
@@ -408,8 +407,6 @@ def _run_single(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> LaunchResul
 
 
 def read_final(run_dir: str) -> dict:
-    from apts.rundir import read_summary
-
     summary = read_summary(Path(run_dir)) or {}
     return {k: v for k, v in summary.items() if k not in ("status", "data", "reason")}
 

@@ -5,10 +5,10 @@ Every rank runs in its own network namespace (``ip netns``), joined to a bridge 
 (``tc qdisc ... tbf rate R``): each rank has a full-duplex link of rate R to the
 switch, as on a cluster with one machine per rank. Addresses are 10.213.0.0/24 and
 exist only inside these namespaces; nothing outside them is contacted. The ranks
-join one ``env://`` world (the torchrun path of :mod:`apts.launch`) and run the real
+join one ``env://`` world (the torchrun path of :mod:`apts.runtime.launch`) and run the real
 runner (``python -m apts.cli``); rank 0's ``metrics.jsonl`` gives, per epoch, the wall
 time, the time in blocking optimizer collectives (``comm_s``) and the collectives'
-count and size. Beside each measurement: the α-β prediction of :mod:`apts.netcost`
+count and size. Beside each measurement: the α-β prediction of :mod:`apts.report.netcost`
 for the link as measured (β: a 20 MB transfer between two namespaces; α: half the
 round trip of a 1-byte ping-pong), and the bytes each rank really put on its link
 against the 2(N−1)/N·b per all-reduce of a ring.
@@ -17,8 +17,8 @@ Needs root (network namespaces); without it, or without iproute2, it prints one
 line and exits 0. Namespaces are named ``aptsnet-<pid>-*`` and removed on exit;
 leftovers of a crashed earlier run (its pid gone) are removed first.
 
-    python scripts/bench_net.py                          # default grid, ~15 min on 2 cores
-    python scripts/bench_net.py --ranks 2 --rates 100mbit --models mnist-fcnn
+    python -m benchmarks.bench_net                          # default grid, ~15 min on 2 cores
+    python -m benchmarks.bench_net --ranks 2 --rates 100mbit --models mnist-fcnn
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apts.netcost import Link, collectives_time, project
+from apts.report.netcost import Link, collectives_time, project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -566,7 +566,7 @@ NOTES = [
     "*in collectives (meas.)*: rank 0's time in blocking optimizer all-reduces "
     "(`comm_s`), waiting for slower ranks included. *predicted*: the α-β cost of the "
     "run's all-reduces (count and bytes per epoch) on the link as measured, "
-    "2(N−1)α + 2(N−1)/N·b/β each (`apts/netcost.py`). *predicted s/epoch*: the run at "
+    "2(N−1)α + 2(N−1)/N·b/β each (`apts/report/netcost.py`). *predicted s/epoch*: the run at "
     "the fastest link projected onto this one (its compute, wall_s − comm_s, plus the "
     "predicted collectives); for DDP Adam, whose all-reduces overlap the backward pass "
     "and are not timed, the range from perfect overlap (max of the two) to none (sum). "
