@@ -30,7 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from apts.config.precheck import precheck
 from apts.config.validate import CONFIG_DIR, validate
 from apts.errors import ConfigError, RunDirError
-from apts.rundir.claim import LOCK, claim, read_summary, record_outcome, saved_config
+from apts.rundir.claim import claim, record_outcome, saved_config
+from apts.rundir.format import LOCK, read_summary
 from apts.runtime.launch import LaunchResult, launch
 from apts.runtime.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
 from apts.runtime.world import join_world, submitit_world, torchrun_env, under_submitit

@@ -25,7 +25,6 @@ epoch) and, when it did not complete, a one-line ``reason`` (diverged runs also 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -34,21 +33,10 @@ from typing import Any
 
 import numpy as np
 
-CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-ERROR_LOG = "error.log"
+from apts.rundir.format import CONFIG, METRICS, SUMMARY, strict_loads
+
 # Statuses of a run that ended without completing (summary.json "status").
 NOT_COMPLETED = ("failed", "interrupted", "diverged")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def strict_json(text: str) -> Any:
-    """Parse strict JSON: a bare NaN/Infinity is an error, as in every strict reader."""
-    return json.loads(text, parse_constant=_reject_constant)
 
 
 def as_number(x: Any) -> float | None:
@@ -254,7 +242,7 @@ def _read_records(lines: list[str], notes: list[str]) -> tuple[dict[int, dict], 
         if not line.strip():
             continue
         try:
-            rec = strict_json(line)
+            rec = strict_loads(line)
         except ValueError:
             bad_lines.append(i)
             continue
@@ -306,7 +294,7 @@ def _read_summary(path: Path, notes: list[str]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        summary = strict_json(path.read_text())
+        summary = strict_loads(path.read_text())
         if not isinstance(summary, dict):
             raise ValueError
     except (ValueError, OSError):

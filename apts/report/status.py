@@ -9,7 +9,8 @@ from typing import Any
 from apts.report.formatting import markdown_table, plural
 from apts.report.groups import Group, config_key
 from apts.report.multirun import Multirun
-from apts.report.runs import ERROR_LOG, NOT_COMPLETED, Run, Skipped, as_number
+from apts.report.runs import NOT_COMPLETED, Run, Skipped, as_number
+from apts.rundir.format import ERROR_LOG
 
 STATUS_HEADER = ["run", "configuration", "status", "epoch reached", "reason"]
 MISSING_HEADER = ["sweep", "job", "overrides", "missing"]

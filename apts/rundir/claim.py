@@ -1,132 +1,38 @@
-"""A run directory: claiming it, reading what it holds, and writing its records safely.
+"""Claiming a run directory: the lock, what the directory holds, and whether a run starts,
+resumes or skips there.
 
 A run owns its directory for its whole life through an exclusive ``flock`` on
 ``<dir>/.lock``; the kernel drops the lock when the process dies, so a crashed run never
 leaves a stale claim behind. A directory that already holds a run's results is never
-written into again, except to resume that run.
-
-``summary.json`` records how a run ended: ``status`` is ``running`` while it trains, then
-one of :data:`STATUSES`, with ``epoch`` (the last complete epoch) and, when it did not
-complete, a one-line ``reason``. Every JSON file written here is strict JSON: a non-finite
-number is written as ``null``.
+written into again, except to resume that run. The files themselves are
+:mod:`apts.rundir.format`.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
-import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apts.errors import RunDirError
-
-CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-CHECKPOINT = "checkpoint.pt"
-ERROR_LOG = "error.log"
-LOCK = ".lock"
-OVERRIDES = "overrides.yaml"
-
-# How a run ended. "completed" and "diverged" are final: resuming cannot change them.
-STATUSES = ("completed", "failed", "interrupted", "diverged")
-FINAL = ("completed", "diverged")
-# Files that make a directory "hold a run" (Hydra's own .hydra/ and an empty tb/ do not).
-RESULT_FILES = (METRICS, SUMMARY, CHECKPOINT)
-
-
-def fs_error(path: Path | str, err: OSError, doing: str = "write") -> RunDirError:
-    """One line for a filesystem error: what could not be done where, and why."""
-    why = os.strerror(err.errno) if err.errno else str(err)
-    hint = {
-        errno.ENOSPC: "; free some space or choose another directory",
-        errno.EROFS: "; the filesystem is read-only: choose another directory",
-        errno.EACCES: "; choose a directory you can write to",
-        errno.ENOTDIR: "; a part of the path is a file, not a directory",
-        errno.EEXIST: "; a file of that name is in the way",
-    }.get(err.errno or 0, "")
-    return RunDirError(f"cannot {doing} {path}: {why}{hint}")
-
-
-# ----------------------------------------------------------------------------- JSON
-
-
-def finite_or_none(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (recursively)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj
-
-
-def strict_dumps(obj: Any, **kwargs: Any) -> str:
-    """JSON text that any strict parser accepts: NaN and infinities become null."""
-    return json.dumps(finite_or_none(obj), allow_nan=False, **kwargs)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def strict_loads(text: str) -> Any:
-    """Parse strict JSON (NaN/Infinity are errors, as in every other JSON reader)."""
-    return json.loads(text, parse_constant=_reject_constant)
-
-
-# ---------------------------------------------------------------------------- files
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through a temporary sibling and an atomic rename.
-
-    Whatever happens (a full disk, a signal), the old file stays intact and the temporary
-    one is removed. Filesystem errors become a one-line :class:`RunDirError`.
-    """
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise fs_error(path, e) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(strict_dumps(obj, indent=1) + "\n"))
-
-
-def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's summary.json, or None when it is missing or unreadable."""
-    try:
-        return strict_loads((Path(run_dir) / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def metrics_epochs(run_dir: Path) -> list[int]:
-    """Epoch numbers of the complete lines of metrics.jsonl (a torn last line is ignored)."""
-    try:
-        text = (Path(run_dir) / METRICS).read_text()
-    except OSError:
-        return []
-    epochs = []
-    for line in text.splitlines():
-        try:
-            epochs.append(int(strict_loads(line)["epoch"]))
-        except (ValueError, KeyError, TypeError):
-            break
-    return epochs
-
+from apts.rundir.format import (
+    CHECKPOINT,
+    CONFIG,
+    ERROR_LOG,
+    FINAL,
+    LOCK,
+    OVERRIDES,
+    RESULT_FILES,
+    SUMMARY,
+    atomic_write,
+    fs_error,
+    metrics_epochs,
+    read_summary,
+    write_json,
+)
 
 # --------------------------------------------------------------------------- state
 

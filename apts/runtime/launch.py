@@ -41,7 +41,8 @@ import torch.multiprocessing as mp
 from apts.data.dataset import Dataset, hold_out, val_count
 from apts.data.load import load_dataset
 from apts.errors import ConfigError, DataError, Diverged, Interrupted, RunDirError, one_line
-from apts.rundir.claim import Plan, read_summary, record_outcome
+from apts.rundir.claim import Plan, record_outcome
+from apts.rundir.format import read_summary
 from apts.runtime.lifecycle import (
     EXIT_CONFIG,
     EXIT_DIVERGED,

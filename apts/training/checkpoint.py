@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from apts.errors import RunDirError
-from apts.rundir.claim import CHECKPOINT, atomic_write
+from apts.rundir.format import CHECKPOINT, atomic_write
 from apts.training.comm import Comm
 
 FORMAT = 1

@@ -30,7 +30,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from apts.rundir.claim import (
+from apts.rundir.format import (
     CONFIG,
     ERROR_LOG,
     METRICS,
