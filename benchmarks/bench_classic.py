@@ -8,7 +8,7 @@ point (``update_rejected=True``, APTS.md rule 4) against updates on acceptance o
 Each cell: steps to convergence (closure evaluations in brackets: TrustRegion.step
 evaluates the current point and the trial point), "local" when it converged to a known
 local minimiser, or "✗ f = ..." when the budget ran out. Convergence: f − f* ≤ 1e-12 (f* = 0)
-or ≤ 1e-5·f* (see ``benchmarks.problems``). m = 5 pairs (the README table's); other
+or ≤ 1e-5·f* (see ``benchmarks.problems``). m = 5 pairs (the table's in docs/results.md); other
 options: TrustRegion's defaults, float64.
 """
 

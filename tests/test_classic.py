@@ -23,7 +23,7 @@ from benchmarks.problems import problem, run_trust_region
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# the README's classic-problem table: γ = auto, m = 5 (TrustRegion's other defaults)
+# the classic-problem table of docs/results.md: γ = auto, m = 5 (TrustRegion's other defaults)
 CLASSIC = {"gamma": "auto", "memory": 5}
 
 # (problem, steps over 16 ulp-moved starts (min-max, AVX2), budget, tolerance on ‖x − x*‖

@@ -108,7 +108,7 @@ def test_ablation_figures(ablation_md):
     for name in ("ablation_ablate_local_iters.png", "ablation_ablate_subdomains.png"):
         assert (out / name).read_bytes()[:8] == PNG_SIGNATURE
         assert f"]({name})" in md
-    # the subdomains study is also acc_vs_n.png, for the README
+    # the subdomains study is also acc_vs_n.png, for docs/results.md
     assert (out / "acc_vs_n.png").read_bytes()[:8] == PNG_SIGNATURE
     n = section(md, "### ablate_subdomains")
     assert [r["subdomains"] for r in table(n)] == ["2", "4", "8"]
