@@ -25,6 +25,9 @@ OPTIMIZERS = {
     "sgd": {"name": "sgd", "lr": 0.01},
     "local_adam": {"name": "local_adam", "lr": 0.001, "sync_every": 13},
     "local_sgd": {"name": "local_sgd", "lr": 0.01, "sync_every": 13},
+    "diloco": {"name": "diloco", "lr": 0.001, "sync_every": 13, "outer_lr": 0.7},
+    "prodigy": {"name": "prodigy", "lr": 1.0},
+    "schedulefree_adamw": {"name": "schedulefree_adamw", "lr": 0.0025},
 }
 
 

@@ -3,11 +3,12 @@
 Profiles:
 
 - ``full``: the paper's presets (configs/experiment/paper_*): MNIST and CIFAR-10,
-  APTS at N = 2, 4, 6, the Adam/SGD learning-rate grids at |B| = 10000 and 128, and
-  Local Adam/SGD at APTS's number of collectives and a quarter of it; 100 epochs,
-  3 seeds. Hours on a CPU; the data must be on disk or downloadable.
+  APTS at N = 2, 4, 6, the Adam/SGD learning-rate grids at |B| = 10000 and 128,
+  Local Adam/SGD and DiLoCo at APTS's number of collectives and a quarter of it, Prodigy
+  and schedule-free AdamW at their defaults at |B| = 10000 and 128; 100 epochs, 3 seeds.
+  Hours on a CPU; the data must be on disk or downloadable.
 - ``quick``: the CPU profile (configs/experiment/quick_*): Fashion-MNIST, fcnn, 20
-  epochs, one seed.
+  epochs, one seed, the same methods.
 - ``ablate``: the APTS ablation (configs/experiment/ablate_*): Fashion-MNIST, fcnn, 20
   epochs, seeds 0, 1, 2, APTS defaults at N = 2 except one factor per preset (L, G, |B|,
   overlap, m, gamma, foc, local memory, N); the report's ablation section compares them.
@@ -55,6 +56,9 @@ PROFILES = {
             "quick_sgd",
             "quick_local_adam",
             "quick_local_sgd",
+            "quick_diloco",
+            "quick_prodigy",
+            "quick_schedulefree_adamw",
         ],
     },
     "ablate": {
@@ -79,7 +83,16 @@ PROFILES = {
         "presets": [
             f"paper_{ds}_{opt}"
             for ds in ("mnist", "cifar10")
-            for opt in ("apts", "adam", "sgd", "local_adam", "local_sgd")
+            for opt in (
+                "apts",
+                "adam",
+                "sgd",
+                "local_adam",
+                "local_sgd",
+                "diloco",
+                "prodigy",
+                "schedulefree_adamw",
+            )
         ],
     },
 }

@@ -34,6 +34,7 @@ from apts.report.sections import (
 )
 from apts.report.status import status_section
 from apts.report.tuning import tuning_section
+from apts.report.zero_tuning import zero_tuning_section
 
 Panels = dict[tuple[str, str], list[Group]]
 
@@ -71,7 +72,7 @@ def comparison_sections(
 ) -> tuple:
     """The main comparison (completed runs outside any study): final accuracy, plots, equal
     communication, time on a network (checked against ``net_bench``), published numbers,
-    tuning cost; returns (lines, target notes)."""
+    tuning cost, every method at its defaults; returns (lines, target notes)."""
     by_panel = panels(groups)
     targets, target_notes = targets_per_panel(by_panel, target)
     plot_panels = {p: plotted_groups(gs) for p, gs in by_panel.items()}
@@ -84,6 +85,7 @@ def comparison_sections(
     lines += network_section(plot_panels, targets, net_bench)
     lines += paper_section(by_panel, groups)
     lines += tuning_section(by_panel, groups)
+    lines += zero_tuning_section(by_panel)
     return lines, target_notes
 
 

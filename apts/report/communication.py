@@ -26,14 +26,14 @@ from apts.report.groups import Group
 
 Panels = dict[tuple[str, str], list[Group]]
 EQUAL_COMM_INTRO = (
-    "APTS synchronises rarely; so do Local SGD/Adam. The fair question is what each method "
-    "reaches with the same number of collectives. *C* is the number of collectives an APTS "
-    "configuration issued in its whole run (mean over seeds). For every configuration: the "
-    "last epoch whose cumulative collectives are ≤ the budget, its collectives and the "
-    "validation accuracy there (mean ± std over the seeds that have such an epoch; – when "
-    "even epoch 1 costs more). An lr sweep is shown by its best lr (highest mean final "
-    "accuracy); single-process runs, which issue no collectives, are left out. The figure: "
-    "mean over seeds, min–max band, log x."
+    "APTS synchronises rarely; so do Local SGD/Adam and DiLoCo. The fair question is what "
+    "each method reaches with the same number of collectives. *C* is the number of "
+    "collectives an APTS configuration issued in its whole run (mean over seeds). For every"
+    " configuration: the last epoch whose cumulative collectives are ≤ the budget, its "
+    "collectives and the validation accuracy there (mean ± std over the seeds that have "
+    "such an epoch; – when even epoch 1 costs more). An lr sweep is shown by its best lr "
+    "(highest mean final accuracy); single-process runs, which issue no collectives, are "
+    "left out. The figure: mean over seeds, min–max band, log x."
 )
 TIE = 0.005  # accuracies (%) closer than this print the same with two decimals
 

@@ -38,11 +38,14 @@ OPT_NAMES = {
     "sgd": "SGD",
     "local_adam": "Local Adam",
     "local_sgd": "Local SGD",
+    "diloco": "DiLoCo",
+    "prodigy": "Prodigy",
+    "schedulefree_adamw": "Schedule-free AdamW",
 }
-OPT_ORDER = {"apts": 0, "tr": 1, "adam": 2, "sgd": 3, "local_adam": 4, "local_sgd": 5}
-# Local SGD/Adam: every rank steps on its shard, parameters averaged every H (sync_every)
-# steps; their labels show N and H as well as the learning rate.
-LOCAL_OPTIMIZERS = ("local_adam", "local_sgd")
+OPT_ORDER = {o: i for i, o in enumerate(OPT_NAMES)}
+# Local SGD/Adam, DiLoCo: every rank steps on its shard, parameters averaged (DiLoCo: an
+# outer step) every H (sync_every) steps; their labels show N and H as well as the lr.
+LOCAL_OPTIMIZERS = ("local_adam", "local_sgd", "diloco")
 LR_OPTIMIZERS = ("sgd", "adam", *LOCAL_OPTIMIZERS)
 
 AUTO_TARGET_FACTOR = 0.99

@@ -18,6 +18,9 @@ LINESTYLES = {
     "sgd": ":",
     "local_adam": (0, (6, 2, 1, 2, 1, 2)),
     "local_sgd": (0, (3, 1, 1, 1)),
+    "diloco": (0, (8, 2, 2, 2)),
+    "prodigy": (0, (5, 1)),
+    "schedulefree_adamw": (0, (1, 1)),
 }
 
 

@@ -12,10 +12,11 @@ from apts.report.groups import LR_OPTIMIZERS, Group, sweeps
 from apts.report.runs import as_number
 
 TUNING_INTRO = (
-    "SGD/Adam (DDP and Local) need a learning rate; a sweep is the set of their "
+    "SGD/Adam (DDP and Local) and DiLoCo need a learning rate; a sweep is the set of their "
     "configurations that differ only in `optimizer.lr`. *Epochs spent* counts every epoch "
     "of every run and seed of the sweep, runs that did not complete included. APTS/TR have "
-    "no learning rate: one run (per N and seed) at its settings."
+    "no learning rate, Prodigy and schedule-free AdamW run at their authors' defaults: one "
+    "run (per N, |B| and seed) at its settings."
 )
 SWEEP_HEADER = [
     "sweep",
