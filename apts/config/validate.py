@@ -33,7 +33,8 @@ def _register_resolvers() -> None:
     """``${apts_uid:}`` in run directory names (configs/train.yaml): random, and fixed
     for the life of this process, so two runs started in the same second never meet.
     ``${apts_gpus:${device}}`` and ``${apts_per_node:...}`` (configs/hydra/launcher/): a
-    cluster task's GPUs (1 with ``device=cuda``, else none) and the tasks on each node."""
+    cluster task's GPUs (1 with ``device=cuda``, else none) and the tasks on each node;
+    ``${apts_help:}``: the text of ``apts-train --help``."""
     import secrets
 
     from omegaconf import OmegaConf
@@ -44,6 +45,15 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver("apts_gpus", lambda device: 1 if device == "cuda" else None)
     if not OmegaConf.has_resolver("apts_per_node"):
         OmegaConf.register_new_resolver("apts_per_node", _tasks_per_node)
+    if not OmegaConf.has_resolver("apts_help"):
+        OmegaConf.register_new_resolver("apts_help", _help_template)
+
+
+def _help_template() -> str:
+    """``${apts_help:}``: hydra.help.template (``apts-train --help``), see apts.confdoc."""
+    from apts.confdoc import help_template
+
+    return help_template()
 
 
 def _tasks_per_node(subdomains: int, nodes: int) -> int:
