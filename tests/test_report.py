@@ -501,3 +501,62 @@ def test_a_real_preset_sweep_lands_in_one_dir_per_job_and_the_report_finds_all(t
     # the grid planned in multirun.yaml, matched to the job directories Hydra made
     assert "- `sweep`: 4 jobs planned (optimizer (2) × seed (2)), 4 found, 0 missing." in md
     assert md.count("| 2 (0, 1) |") == 2  # each optimizer: both seeds grouped
+
+
+def test_headline_one_line_per_method_chosen_on_validation(tmp_path):
+    """val_acc.png: per method (optimizer, |B|) its best configuration by final validation
+    accuracy, a colour per family (Adam and Local Adam share one), a style per variant;
+    acc_vs_cost.png puts them on training time and samples seen; loss.png on the loss."""
+    from report_tree import config, write_run
+
+    from apts.report import load_runs
+    from apts.report.groups import completed_only, group_runs, panels
+    from apts.report.plots import plot_acc_vs_cost, plot_loss, plot_val_acc
+
+    root = tmp_path / "runs"
+    runs = {  # name: (config, accs); the best of each method ends highest on validation
+        "apts2": (config("apts", epochs=3, subdomains=2), [70.0, 80.0, 86.0]),
+        "apts4": (config("apts", epochs=3, subdomains=4), [70.0, 80.0, 85.0]),
+        "adam_small_1": (config("adam", epochs=3, optimizer__lr=0.001), [80.0, 85.0, 87.0]),
+        "adam_small_2": (config("adam", epochs=3, optimizer__lr=0.01), [80.0, 84.0, 86.5]),
+        "adam_large": (config("adam", epochs=3, batch_size=10000), [60.0, 75.0, 84.0]),
+        "local2": (config("local_adam", epochs=3, optimizer__sync_every=13), [81.0, 85.0, 87.5]),
+        "local4": (config("local_adam", epochs=3, subdomains=4), [81.0, 85.0, 87.2]),
+    }
+    for name, (cfg, accs) in runs.items():
+        # test accuracy that would pick differently: the choice must not look at it
+        extra = {"test_acc": 99.0 if name in ("apts4", "local4") else 50.0, "steps": 10}
+        d = write_run(root / name, cfg, accs)
+        lines = [
+            {**json.loads(ln), **extra} for ln in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    loaded, _, _ = load_runs([root])
+    by_panel = panels(completed_only(group_runs(loaded)))
+    fig = plot_val_acc(by_panel, {}, tmp_path / "val_acc.png")
+    ax = fig.axes[0]
+    drawn = {ln.get_label(): ln for ln in ax.lines}
+    assert sorted(drawn) == sorted(
+        [
+            "APTS N=2 (|B|=10000) — best of 2; test 50.00%",
+            "Adam lr=0.001 (|B|=128) — best of 2; test 50.00%",
+            "Adam lr=0.001 (|B|=10000); test 50.00%",
+            "Local Adam N=2 H=13 lr=0.001 (|B|=128) — best of 2; test 50.00%",
+        ]
+    )
+    color = {
+        label.split(" ")[0] + label.split(" ")[1]: ln.get_color() for label, ln in drawn.items()
+    }
+    style = {label: str(ln._unscaled_dash_pattern) for label, ln in drawn.items()}  # dashes
+    assert color["Adamlr=0.001"] == color["LocalAdam"] != color["APTSN=2"]
+    assert len(set(style.values())) == 3  # large batch, small batch, local
+    assert ax.get_ylim()[0] == pytest.approx(84.0 - 5.0)  # 5 points below the lowest final
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"APTS / TR", "Adam", "local steps, averaged every H"} <= set(legend)
+    # samples seen: 10 steps x |B| per epoch
+    fig = plot_acc_vs_cost(by_panel, tmp_path / "acc_vs_cost.png")
+    samples = {ln.get_label().split(" —")[0]: ln.get_xdata() for ln in fig.axes[1].lines}
+    assert list(samples["APTS N=2 (|B|=10000)"]) == [1e5, 2e5, 3e5]
+    assert list(samples["Adam lr=0.001 (|B|=128)"]) == [1280, 2560, 3840]
+    fig = plot_loss(by_panel, tmp_path / "loss.png")
+    assert fig.axes[0].get_yscale() == "log" and len(fig.axes[0].lines) == 4

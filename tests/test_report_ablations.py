@@ -108,7 +108,52 @@ def test_ablation_figures(ablation_md):
     for name in ("ablation_ablate_local_iters.png", "ablation_ablate_subdomains.png"):
         assert (out / name).read_bytes()[:8] == PNG_SIGNATURE
         assert f"]({name})" in md
-    # the subdomains study is also acc_vs_n.png, for docs/results.md
-    assert (out / "acc_vs_n.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert not (out / "acc_vs_n.png").exists()  # each figure written once
     n = section(md, "### ablate_subdomains")
     assert [r["subdomains"] for r in table(n)] == ["2", "4", "8"]
+
+
+def _studies(out: Path) -> dict:
+    from apts.report import load_runs
+    from apts.report.ablations import find_studies
+
+    runs, _, _ = load_runs([out.parent / "runs"])
+    return {s.name: s for s in find_studies([r for r in runs if r.study is not None])}
+
+
+def test_ablation_figure_marks_default_categories_and_error_bars(ablation_md, tmp_path):
+    from apts.report.plots import plot_ablations
+
+    out, _ = ablation_md
+    studies = _studies(out)
+    # L: numbers (a line joins them), collectives differ (right panel), default L = 3
+    # (configs/optimizer/apts.yaml)
+    fig = plot_ablations(studies["ablate_local_iters"], tmp_path / "l.png")
+    acc, comm = fig.axes
+    assert [t.get_text() for t in acc.get_xticklabels()] == ["0", "1", "3\n(default)"]
+    assert acc.lines[0].get_linestyle() == "-"
+    assert [round(y) for y in comm.lines[0].get_ydata()] == [120, 144, 192]
+    legend = [t.get_text() for t in acc.get_legend().get_texts()]
+    assert legend[0] == "mean ± sample std over 2/3 seeds (error bar)"
+    assert "each seed's final accuracy" in legend and "default (APTS's configs)" in legend
+    # gamma: "auto" makes the levels categories, nothing joins them; the same collectives
+    # at every level: no right panel, the title says how many
+    fig = plot_ablations(studies["ablate_gamma"], tmp_path / "g.png")
+    (acc,) = fig.axes
+    assert acc.lines[0].get_linestyle() == "None"
+    assert [t.get_text() for t in acc.get_xticklabels()] == ["0.001\n(default)", "0.01", "auto"]
+    assert "collectives: 192 per run at every level" in acc.get_title()
+    assert "(categories)" in acc.get_xlabel()
+    # subdomains: the default (train.yaml's 1: no preset names this study) is not a level
+    fig = plot_ablations(studies["ablate_subdomains"], tmp_path / "n.png")
+    assert not any("default" in t.get_text() for t in fig.axes[0].get_xticklabels())
+
+
+def test_factor_defaults_come_from_the_study_preset():
+    from apts.report.ablations import factor_defaults
+
+    # configs/experiment/ablate_subdomains.yaml (study: subdomains) sets subdomains: 2
+    assert factor_defaults("subdomains", ["subdomains"], ["apts"]) == (2,)
+    assert factor_defaults("gamma", ["optimizer.gamma"], ["apts"]) == (0.001,)
+    assert factor_defaults("x", ["batch_size", "optimizer.memory"], ["apts"]) == (10000, 5)
+    assert factor_defaults("x", ["no.such.key"], ["apts"]) is None

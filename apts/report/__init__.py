@@ -10,9 +10,10 @@ searched), so single runs, Hydra multirun sweeps and trees of sweeps can be mixe
 The report reads what the runner wrote (``config.yaml``, ``metrics.jsonl``,
 ``summary.json``, ``error.log``) and what Hydra wrote about a sweep
 (``multirun.yaml``, ``.hydra/overrides.yaml``), and writes into ``--out`` (default
-``outputs/report``): ``report.md``, ``val_acc.png``, ``acc_vs_comm.png``,
-``comm_<dataset>_<model>.png`` per dataset/model, ``ablation_<study>.png`` per
-ablation study and ``acc_vs_n.png`` for a study over ``subdomains``.
+``outputs/report``): ``report.md``, ``val_acc.png`` (the headline: one line per method,
+its best configuration on validation), ``acc_vs_cost.png`` (against training time and
+samples seen), ``loss.png``, ``acc_vs_comm.png``, ``comm_<dataset>_<model>.png`` per
+dataset/model and ``ablation_<study>.png`` per ablation study.
 
 Sections: what was run; *Run status* (runs that did not complete, planned jobs of a
 sweep that left no results); final accuracy; plots; *Who wins at equal
@@ -45,6 +46,9 @@ Definitions used in the report:
   that epoch, averaged the same way.
 - *best lr*: of configurations that differ only in ``optimizer.lr``, the one with
   the highest mean final accuracy; plots and comparisons show only it.
+- *method*: an optimizer at one global mini-batch size on one dataset/model; the
+  headline figures show each by its configuration (N, H, lr, ...) with the highest
+  mean final validation accuracy.
 - *budget C*: an APTS configuration's collectives over its whole run; see
   :mod:`~apts.report.communication`. Ablations: :mod:`~apts.report.ablations`.
 

@@ -10,6 +10,7 @@ comparison; each study gets a table and a figure here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from apts.report.formatting import (
     value_order,
 )
 from apts.report.groups import KEY_ALIASES, OPT_NAMES, config_key
-from apts.report.runs import Run
+from apts.report.runs import Run, as_number, hashable
 
 ABLATION_INTRO = (
     "Runs whose config sets `study` (ablation presets). Per study the factor is the config "
@@ -32,8 +33,9 @@ ABLATION_INTRO = (
     "std over the completed seeds of the last epoch's validation accuracy; *collectives*: "
     "total per run (`comm_calls_total` at the last epoch), mean over those seeds; *wall "
     "time*: per run, mean. Runs that did not complete are counted, not averaged. Figure: "
-    "mean ± std (error bar) and each seed (dots) against the factor value; collectives in "
-    "the right panel."
+    "mean ± sample std (error bar) and each seed (dots) per factor value, the default "
+    "shaded; a line joins the values only when they are all numbers; collectives in a right "
+    "panel when they differ between values."
 )
 HEADER = [
     "runs (completed/all)",
@@ -101,10 +103,64 @@ class Study:
         return " / ".join(format_value(v) for v in level.value) or "(all runs)"
 
     @property
+    def numeric_levels(self) -> bool:
+        """Every level is one number (not a bool, not "auto"): an ordered axis whose
+        points may be joined by a line; otherwise the levels are categories."""
+        return len(self.factors) == 1 and all(
+            as_number(lv.value[0]) is not None for lv in self.levels
+        )
+
+    @property
+    def default_index(self) -> int | None:
+        """The position of the level at the configs' default (:func:`factor_defaults`)."""
+        defaults = factor_defaults(self.name, self.factors, self.optimizers)
+        if defaults is None:
+            return None
+        want = tuple(format_value(v) for v in defaults)
+        found = [
+            i for i, lv in enumerate(self.levels) if tuple(map(format_value, lv.value)) == want
+        ]
+        return found[0] if found else None
+
+    @property
     def axis_label(self) -> str:
         """The x axis: the factor's key (with N for subdomains), or the keys joined."""
         keys = [f"{KEY_ALIASES[k]} ({k})" if k in KEY_ALIASES else k for k in self.factors]
         return " / ".join(keys) or "(no factor varies)"
+
+
+def factor_defaults(study: str, factors: list[str], optimizers: list[str]) -> tuple | None:
+    """The factors' default values: what the study's preset (the experiment config whose
+    ``study`` is ``study``) sets, else the optimizer's config, else train.yaml; None when a
+    factor has no default there (or the configs are not at hand)."""
+    from omegaconf import OmegaConf
+
+    from apts.confdoc import CONFIG_DIR
+
+    def load(path: Path) -> dict:
+        if not path.is_file():
+            return {}
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+
+    presets = [load(p) for p in sorted((CONFIG_DIR / "experiment").glob("*.yaml"))]
+    sources = [p for p in presets if p.get("study") == study]
+    sources += [load(CONFIG_DIR / "optimizer" / f"{o}.yaml") for o in optimizers[:1]]
+    sources.append(load(CONFIG_DIR / "train.yaml"))
+    out = []
+    for key in factors:
+        for src in sources:
+            node: Any = src
+            for part in key.split("."):
+                node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+            if node is not _MISSING:
+                out.append(hashable(node))
+                break
+        else:
+            return None
+    return tuple(out)
+
+
+_MISSING = object()
 
 
 def find_studies(runs: list[Run]) -> list[Study]:

@@ -23,7 +23,14 @@ from apts.report.groups import (
 from apts.report.multirun import Multirun
 from apts.report.network import BenchRow, network_section
 from apts.report.paper import paper_section
-from apts.report.plots import plot_ablations, plot_acc_vs_comm, plot_comm_matched, plot_val_acc
+from apts.report.plots import (
+    plot_ablations,
+    plot_acc_vs_comm,
+    plot_acc_vs_cost,
+    plot_comm_matched,
+    plot_loss,
+    plot_val_acc,
+)
 from apts.report.runs import Run, Skipped
 from apts.report.sections import (
     final_accuracy_section,
@@ -76,7 +83,9 @@ def comparison_sections(
     by_panel = panels(groups)
     targets, target_notes = targets_per_panel(by_panel, target)
     plot_panels = {p: plotted_groups(gs) for p, gs in by_panel.items()}
-    plot_val_acc(plot_panels, targets, out / "val_acc.png")
+    plot_val_acc(by_panel, targets, out / "val_acc.png")
+    plot_acc_vs_cost(by_panel, out / "acc_vs_cost.png")
+    plot_loss(by_panel, out / "loss.png")
     no_comm = plot_acc_vs_comm(plot_panels, targets, out / "acc_vs_comm.png")
     hidden = [g for s in sweeps(groups) for g in s[1:]]
     lines = final_accuracy_section(by_panel, targets)
@@ -90,17 +99,11 @@ def comparison_sections(
 
 
 def ablation_sections(study_runs: list[Run], out: Path) -> list[str]:
-    """The ablation studies' tables and figures; the ``subdomains`` studies' figure is also
-    written as acc_vs_n.png."""
+    """The ablation studies' tables and figures (one file per study)."""
     studies = find_studies(study_runs)
     for s in studies:
-        plot_ablations([s], out / s.file)
-    by_n = [s for s in studies if s.factors == ["subdomains"]]
-    lines = ablation_section(studies)
-    if by_n:
-        plot_ablations(by_n, out / "acc_vs_n.png")
-        lines += ["Accuracy and collectives against N: [acc_vs_n.png](acc_vs_n.png).", ""]
-    return lines
+        plot_ablations(s, out / s.file)
+    return ablation_section(studies)
 
 
 def splits_sentence(runs: list[Run]) -> str:

@@ -8,6 +8,7 @@ A *configuration* is the set of runs whose configs agree on every key except
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,23 +227,35 @@ class Group:
         """Training time of all the runs, those left out included."""
         return sum(r.wall_s for r in self.runs + self.excluded)
 
-    def curves(self, x: str = "epoch") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(x, mean acc, min acc, max acc) per epoch over the seeds that logged that epoch.
+    def curves(
+        self, x: str = "epoch", y: str = "val_acc"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, mean, min, max) of the metric ``y`` per epoch over the seeds that logged it.
 
-        ``x="comm"`` (``"bytes"``) gives the mean cumulative collectives (bytes) at each
-        epoch instead of the epoch.
+        ``x``: ``"epoch"``; ``"comm"`` (``"bytes"``) the mean cumulative collectives
+        (bytes); ``"wall"`` the mean cumulative training time (s); ``"samples"`` the mean
+        samples seen (see :meth:`Run.samples_seen`) at each epoch.
         """
         epochs = sorted({int(e) for r in self.runs for e in r.epochs})
-        acc = np.full((len(self.runs), len(epochs)), np.nan)
-        cumulative = np.full_like(acc, np.nan)
+        vals = np.full((len(self.runs), len(epochs)), np.nan)
+        cumulative = np.full_like(vals, np.nan)
         col = {e: j for j, e in enumerate(epochs)}
         for i, r in enumerate(self.runs):
-            counts = r.bytes_total if x == "bytes" else r.comm_total
-            for e, a, c in zip(r.epochs, r.acc, counts, strict=True):
-                acc[i, col[int(e)]] = a
+            xs = r.x_values(x)
+            for e, rec, c in zip(r.epochs, r.records, xs, strict=True):
+                v = rec.get(y)
+                vals[i, col[int(e)]] = np.nan if v is None else v
                 cumulative[i, col[int(e)]] = c
-        xs = np.array(epochs, dtype=float) if x == "epoch" else np.nanmean(cumulative, axis=0)
-        return xs, np.nanmean(acc, axis=0), np.nanmin(acc, axis=0), np.nanmax(acc, axis=0)
+        with warnings.catch_warnings():  # an epoch no seed logged this metric for: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            xs = np.array(epochs, dtype=float) if x == "epoch" else np.nanmean(cumulative, 0)
+            return xs, np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
+
+    @property
+    def final_test(self) -> float | None:
+        """Mean final test accuracy (%) over the seeds that logged one (None: none did)."""
+        tests = [r.final_test for r in self.runs if r.final_test is not None]
+        return float(np.mean(tests)) if tests else None
 
     def to_target(self, target: float) -> tuple[list[int], list[float]]:
         """Per seed that reached ``target``: first epoch whose (validation) accuracy
@@ -359,3 +372,19 @@ def auto_target(groups: list[Group]) -> tuple[float, str]:
         f"accuracies per optimizer ({listing})"
     )
     return AUTO_TARGET_FACTOR * low.final_mean, how
+
+
+def method_key(g: Group) -> tuple:
+    """A *method*: an optimizer at one global mini-batch size on one dataset/model. Its
+    configurations (N, H, lr, other options) are candidates for :func:`best_per_method`."""
+    return (g.panel, g.opt, g.batch_size)
+
+
+def best_per_method(groups: list[Group]) -> list[tuple[Group, int]]:
+    """Per method, the configuration with the highest mean final validation accuracy (the
+    choice is made on validation, never on test) and how many it was chosen from."""
+    by_method: dict[tuple, list[Group]] = {}
+    for g in groups:
+        by_method.setdefault(method_key(g), []).append(g)
+    best = [(max(gs, key=lambda g: _nan_low(g.final_mean)), len(gs)) for gs in by_method.values()]
+    return sorted(best, key=lambda b: (b[0].panel, b[0].sort_key))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apts.report.groups import Group
+from apts.report.groups import Group, best_per_method
 
 # Line style per optimizer (colour tells configurations apart): dash-dot-dot patterns for
 # the local methods, so Local Adam is not read as Adam in grey-scale.
@@ -64,19 +64,176 @@ def draw_curves(ax, groups: list[Group], x: str) -> list[Group]:
     return left_out
 
 
-def plot_val_acc(by_panel: dict[tuple[str, str], list[Group]], targets: dict, path: Path) -> None:
-    """Validation accuracy per epoch, one panel per dataset/model: mean line, min–max band."""
-    fig, axes = new_figure(len(by_panel))
+# The headline figures: a colour per method family, a line style per variant.
+FAMILIES = {
+    "apts": "APTS / TR",
+    "tr": "APTS / TR",
+    "adam": "Adam",
+    "local_adam": "Adam",
+    "sgd": "SGD",
+    "local_sgd": "SGD",
+}
+FAMILY_COLORS = {"APTS / TR": "tab:blue", "Adam": "tab:orange", "SGD": "tab:green"}
+SPARE_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+LARGE_BATCH = 1000  # |B| at or above: the large mini-batch regime of APTS and the paper
+VARIANT_STYLES = {
+    f"DDP, |B| ≥ {LARGE_BATCH}": "-",
+    f"DDP, |B| < {LARGE_BATCH}": (0, (5, 2)),
+    "local steps, averaged every H": (0, (1, 1.5)),
+    "global trust region only": (0, (6, 2, 1, 2)),
+}
+
+
+def family(g: Group) -> str:
+    """The method family a colour stands for (the optimizer's own name when unknown)."""
+    return FAMILIES.get(g.opt, g.opt)
+
+
+def variant(g: Group) -> str:
+    """How a method runs, which its line style stands for: TR alone, local steps with
+    periodic averaging, or data-parallel at a large or a small mini-batch."""
+    if g.opt == "tr":
+        return "global trust region only"
+    if g.opt.startswith("local_"):
+        return "local steps, averaged every H"
+    large = isinstance(g.batch_size, (int, float)) and g.batch_size >= LARGE_BATCH
+    return f"DDP, |B| {'≥' if large else '<'} {LARGE_BATCH}"
+
+
+def family_colors(groups: list[Group]) -> dict[str, str]:
+    """A fixed colour per known family, spare ones for the rest (in name order)."""
+    out = dict(FAMILY_COLORS)
+    extra = sorted({family(g) for g in groups} - set(out))
+    out.update(zip(extra, SPARE_COLORS * (1 + len(extra) // len(SPARE_COLORS)), strict=False))
+    return out
+
+
+def method_label(g: Group, of: int) -> str:
+    """The chosen configuration's label, how many it was chosen from, its final test
+    accuracy when the runs log one."""
+    label = legend_label(g) + (f" — best of {of}" if of > 1 else "")
+    return label + (f"; test {g.final_test:.2f}%" if g.final_test is not None else "")
+
+
+def draw_methods(ax, best: list[tuple[Group, int]], x: str, y: str, colors: dict) -> int:
+    """One line per method (mean over seeds, min–max band); returns how many were drawn."""
+    drawn = 0
+    for g, of in best:
+        xs, mean, lo, hi = g.curves(x, y)
+        keep = np.isfinite(xs) & np.isfinite(mean)
+        if not keep.any():
+            continue
+        color, style = colors[family(g)], VARIANT_STYLES[variant(g)]
+        ax.plot(xs[keep], mean[keep], ls=style, color=color, lw=2, label=method_label(g, of))
+        if len(g.runs) > 1:
+            ax.fill_between(xs[keep], lo[keep], hi[keep], color=color, alpha=0.15, lw=0)
+        drawn += 1
+    return drawn
+
+
+def accuracy_floor(best: list[tuple[Group, int]]) -> float | None:
+    """The lower end of an accuracy axis that shows where the methods end up: 5 points
+    below the lowest final mean (early epochs below it are cut, and the axis says so)."""
+    finals = [g.final_mean for g, _ in best if np.isfinite(g.final_mean)]
+    return max(0.0, min(finals) - 5.0) if finals else None
+
+
+def _accuracy_axis(ax, floor: float | None, ylabel: str) -> None:
+    top = ax.get_ylim()[1]
+    if floor is not None and floor < top:
+        ax.set_ylim(floor, top)
+        ylabel += f" (axis from {floor:.0f}%)"
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+
+
+def style_legend(ax, groups: list[Group], colors: dict) -> None:
+    """The methods' legend, then what colours and line styles stand for."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    fams = sorted({family(g) for g in groups}, key=list(colors).index)
+    variants = [v for v in VARIANT_STYLES if v in {variant(g) for g in groups}]
+    handles += [Line2D([], [], color="none")]
+    labels += ["colour: method family; line: variant"]
+    handles += [Line2D([], [], color=colors[f], lw=6) for f in fams]
+    labels += fams
+    handles += [Line2D([], [], color="0.2", lw=2, ls=VARIANT_STYLES[v]) for v in variants]
+    labels += variants
+    ax.legend(
+        handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
+
+
+def plot_val_acc(by_panel: dict[tuple[str, str], list[Group]], targets: dict, path: Path):
+    """The headline: validation accuracy per epoch, one line per method (its best
+    configuration on validation), a colour per family, a style per variant; one panel per
+    dataset/model. Returns the figure."""
+    fig, axes = new_figure(len(by_panel), width=11.0)
     for ax, ((ds, model), groups) in zip(axes, by_panel.items(), strict=True):
-        draw_curves(ax, groups, "epoch")
+        best = best_per_method(groups)
+        colors = family_colors(groups)
+        draw_methods(ax, best, "epoch", "val_acc", colors)
         target_line(ax, targets.get((ds, model)))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(f"Validation accuracy per epoch: {ds} / {model}")
-        ax.grid(True, alpha=0.3)
+        _accuracy_axis(ax, accuracy_floor(best), "validation accuracy (%)")
+        ax.set_title(
+            f"Validation accuracy per epoch, best configuration per method: {ds} / {model}"
+        )
         ax.xaxis.get_major_locator().set_params(integer=True)
-        legend(ax)
+        style_legend(ax, [g for g, _ in best], colors)
     fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_acc_vs_cost(by_panel: dict[tuple[str, str], list[Group]], path: Path):
+    """Validation accuracy against training time (left) and samples seen (right), one
+    line per method as in :func:`plot_val_acc`. Returns the figure."""
+    fig, axes = new_figure(len(by_panel), 2, width=16.0, row_height=5.0)
+    for i, ((ds, model), groups) in enumerate(by_panel.items()):
+        best = best_per_method(groups)
+        colors = family_colors(groups)
+        floor = accuracy_floor(best)
+        ax_t, ax_s = axes[2 * i], axes[2 * i + 1]
+        for ax, x, xlabel in (
+            (ax_t, "wall", "training time (s, cumulative wall_s)"),
+            (ax_s, "samples", "training samples seen"),
+        ):
+            if draw_methods(ax, best, x, "val_acc", colors):
+                _accuracy_axis(ax, floor, "validation accuracy (%)")
+            else:
+                no_data(ax, f"no run logged {x}")
+            ax.set_xlabel(xlabel)
+        ax_t.set_title(f"Accuracy vs. training time: {ds} / {model}")
+        ax_s.set_title(f"Accuracy vs. samples seen: {ds} / {model}")
+        style_legend(ax_s, [g for g, _ in best], colors)
+    fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_loss(by_panel: dict[tuple[str, str], list[Group]], path: Path):
+    """Training loss (left) and validation loss (right) per epoch, log y, one line per
+    method as in :func:`plot_val_acc`. Returns the figure."""
+    fig, axes = new_figure(len(by_panel), 2, width=16.0, row_height=5.0)
+    for i, ((ds, model), groups) in enumerate(by_panel.items()):
+        best = best_per_method(groups)
+        colors = family_colors(groups)
+        for ax, y, name in (
+            (axes[2 * i], "train_loss", "training loss (mean over the epoch)"),
+            (axes[2 * i + 1], "val_loss", "validation loss"),
+        ):
+            if draw_methods(ax, best, "epoch", y, colors):
+                ax.set_yscale("log")
+            else:
+                no_data(ax, f"no run logged {y}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{name}, log scale")
+            ax.set_title(f"{name.split(' (')[0].capitalize()}: {ds} / {model}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        style_legend(axes[2 * i + 1], [g for g, _ in best], colors)
+    fig.savefig(path, dpi=120)
+    return fig
 
 
 def plot_acc_vs_comm(
@@ -156,40 +313,89 @@ def plot_comm_matched(
     fig, (ax_calls, ax_bytes) = new_figure(1, 2, width=15.0, row_height=5.0)
     _comm_panel(ax_calls, groups, "comm")
     _comm_panel(ax_bytes, groups, "bytes")
+    methods = ax_calls.get_legend_handles_labels()
+    budget_lines = []
     for c in sorted(set(budgets)):
-        ax_calls.axvline(c, color="0.3", lw=1, ls=(0, (4, 2)), label=f"APTS budget C = {c:,.0f}")
-        ax_calls.axvline(c / 4, color="0.55", lw=1, ls=(0, (1, 2)), label=f"C/4 = {c / 4:,.0f}")
+        # thick translucent black: no configuration line is drawn like it
+        for value, ls, name in ((c, "-", "C"), (c / 4, (0, (1, 1)), "C/4")):
+            line = ax_calls.axvline(value, color="black", lw=3.5, alpha=0.3, ls=ls)
+            budget_lines.append((line, f"{name} = {value:,.0f} collectives"))
     for ax in (ax_calls, ax_bytes):
         plain_log_ticks(ax)
     ax_calls.set_xlabel("cumulative collectives (comm_calls_total, log scale)")
     ax_bytes.set_xlabel("cumulative MB sent in collectives (comm_bytes_total / 10⁶, log scale)")
     ax_calls.set_title(f"Accuracy vs. collectives: {panel[0]} / {panel[1]}")
     ax_bytes.set_title(f"Accuracy vs. data sent: {panel[0]} / {panel[1]}")
-    handles, labels = ax_calls.get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles, labels = list(methods[0]), list(methods[1])
+    if budget_lines:
+        handles.append(Line2D([], [], color="none"))
+        labels.append("vertical lines (left): APTS's budgets")
+        handles += [h for h, _ in budget_lines]
+        labels += [text for _, text in budget_lines]
     ax_bytes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax_bytes.get_legend().set_frame_on(False)
     fig.savefig(path, dpi=120)
+    return fig
 
 
-def plot_ablations(studies: list, path: Path) -> None:
-    """One row per study: final accuracy (mean ± std error bars, each seed a dot) against
-    the factor value on a categorical axis (left), total collectives per run (right)."""
-    fig, axes = new_figure(len(studies), 2, width=12.0, row_height=4.2)
-    for i, s in enumerate(studies):
-        ax_acc, ax_comm = axes[2 * i], axes[2 * i + 1]
-        pos = np.arange(len(s.levels))
-        means = [np.mean(lv.finals) if lv.done else np.nan for lv in s.levels]
-        stds = [lv.std or 0.0 for lv in s.levels]
-        ax_acc.errorbar(pos, means, yerr=stds, fmt="o-", color="C0", capsize=4, lw=1.5)
-        for p, lv in zip(pos, s.levels, strict=True):
-            ax_acc.plot([p] * len(lv.finals), lv.finals, ".", color="0.45", ms=5)
-        ax_comm.plot(pos, [lv.comm for lv in s.levels], "s-", color="C1", lw=1.5)
+def plot_ablations(s, path: Path):
+    """One study: final validation accuracy against the factor's levels, each level a
+    category on the x axis (joined by a line only when every level is a number), mean ±
+    sample std over seeds as error bars, each seed a dot, the default level marked. The
+    collectives per run get a right panel only when they differ between levels (the title
+    gives them otherwise). Returns the figure."""
+    from matplotlib.lines import Line2D
+
+    comm = [lv.comm for lv in s.levels]
+    finite = [c for c in comm if np.isfinite(c)]
+    comm_varies = len({round(c) for c in finite}) > 1
+    fig, axes = new_figure(1, 2 if comm_varies else 1, width=13.0 if comm_varies else 9.0)
+    ax_acc = axes[0]
+    pos = np.arange(len(s.levels))
+    means = [np.mean(lv.finals) if lv.done else np.nan for lv in s.levels]
+    stds = [lv.std or 0.0 for lv in s.levels]
+    numeric = s.numeric_levels
+    ax_acc.errorbar(pos, means, yerr=stds, fmt="o-" if numeric else "o", color="C0", capsize=5,
+                    lw=1.5, ms=7, zorder=3)  # fmt: skip
+    for p, lv in zip(pos, s.levels, strict=True):
+        ax_acc.plot([p] * len(lv.finals), lv.finals, ".", color="0.45", ms=6, zorder=2)
+    default = s.default_index
+    ticks = [s.tick_label(lv) + ("\n(default)" if i == default else "") for i, lv in
+             enumerate(s.levels)]  # fmt: skip
+    if default is not None:
+        for ax in axes:
+            ax.axvspan(default - 0.4, default + 0.4, color="gold", alpha=0.25, lw=0, zorder=0)
+    seeds = sorted({len(lv.done) for lv in s.levels if lv.done})
+    n_seeds = "/".join(map(str, seeds)) or "0"
+    handles = [
+        Line2D([], [], color="C0", marker="o", ls="-" if numeric else "none"),
+        Line2D([], [], color="0.45", marker=".", ls="none", ms=8),
+    ]
+    labels = [
+        f"mean ± sample std over {n_seeds} seed{'s' * (n_seeds != '1')} (error bar)",
+        "each seed's final accuracy",
+    ]
+    if default is not None:
+        handles.append(Line2D([], [], color="gold", alpha=0.5, lw=10))
+        labels.append("default (APTS's configs)")
+    ax_acc.legend(handles, labels, fontsize=8, loc="best")
+    ax_acc.set_ylabel("final validation accuracy (%)")
+    title = s.title
+    if not comm_varies and finite:
+        title += f"\ncollectives: {finite[0]:,.0f} per run at every level"
+    ax_acc.set_title(title, fontsize=10)
+    if comm_varies:
+        ax_comm = axes[1]
+        ax_comm.plot(pos, comm, "s-" if numeric else "s", color="C1", lw=1.5)
         ax_comm.set_ylim(bottom=0)
-        for ax, ylabel in ((ax_acc, "final validation accuracy (%)"), (ax_comm, "collectives")):
-            ax.set_xticks(pos, [s.tick_label(lv) for lv in s.levels])
-            ax.set_xlabel(s.axis_label)
-            ax.set_ylabel(ylabel)
-            ax.grid(True, alpha=0.3)
-        ax_acc.set_title(s.title, fontsize=10)
-        ax_comm.set_title("total collectives per run (mean over seeds)", fontsize=10)
+        ax_comm.set_ylabel("collectives per run (mean over seeds)")
+        ax_comm.set_title("collectives per run", fontsize=10)
+    for ax in axes:
+        ax.set_xticks(pos, ticks)
+        ax.set_xlim(-0.6, len(s.levels) - 0.4)
+        ax.set_xlabel(s.axis_label + ("" if numeric else " (categories)"))
+        ax.grid(True, axis="y", alpha=0.3)
     fig.savefig(path, dpi=120)
+    return fig

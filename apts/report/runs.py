@@ -53,15 +53,15 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
         for k, v in d.items():
             out.update(flatten(v, f"{prefix}{k}."))
     else:
-        out[prefix[:-1]] = _hashable(d)
+        out[prefix[:-1]] = hashable(d)
     return out
 
 
-def _hashable(v: Any) -> Any:
+def hashable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
-        return tuple(_hashable(x) for x in v)
+        return tuple(hashable(x) for x in v)
     if isinstance(v, dict):
-        return tuple(sorted((str(k), _hashable(x)) for k, x in v.items()))
+        return tuple(sorted((str(k), hashable(x)) for k, x in v.items()))
     return v
 
 
@@ -122,6 +122,40 @@ class Run:
     def bytes_total(self) -> np.ndarray:
         """Cumulative bytes sent by collectives at each logged epoch."""
         return np.array([r["_bytes_total"] for r in self.records], dtype=float)
+
+    def x_values(self, x: str) -> np.ndarray:
+        """Per logged epoch: the epoch, cumulative collectives (``comm``) or bytes
+        (``bytes``), cumulative training time in s (``wall``) or samples seen
+        (``samples``)."""
+        if x == "epoch":
+            return self.epochs
+        if x == "comm":
+            return self.comm_total
+        if x == "bytes":
+            return self.bytes_total
+        if x == "wall":
+            return np.cumsum([as_number(r.get("wall_s")) or 0.0 for r in self.records])
+        if x == "samples":
+            return self.samples_seen
+        raise ValueError(f"unknown x {x!r}")
+
+    @property
+    def samples_seen(self) -> np.ndarray:
+        """Training samples drawn up to each logged epoch: ``samples_total`` when logged,
+        else the running sum of ``steps`` × the global mini-batch (``batch_size``); NaN
+        where neither is known."""
+        if all(as_number(r.get("samples_total")) is not None for r in self.records):
+            return np.array([r["samples_total"] for r in self.records], dtype=float)
+        batch = as_number(self.cfg.get("batch_size"))
+        steps = [as_number(r.get("steps")) for r in self.records]
+        if batch is None or any(s is None for s in steps):
+            return np.full(len(self.records), np.nan)
+        return batch * np.cumsum(np.array(steps, dtype=float))
+
+    @property
+    def final_test(self) -> float | None:
+        """The last logged epoch's test accuracy (%), when the run logs one."""
+        return as_number(self.records[-1].get("test_acc"))
 
     @property
     def study(self) -> str | None:

@@ -109,19 +109,37 @@ def _final_row(g: Group, target: float) -> list:
 
 
 def plots_section(hidden: list[Group], no_comm: list[Group]) -> list[str]:
-    """The accuracy-per-epoch and accuracy-against-collectives figures with their captions:
-    which lr of a sweep is drawn, which configurations had no collectives to draw."""
+    """The figures with their captions: one line per method (which configuration stands
+    for it), accuracy against time and samples, loss, accuracy against collectives."""
     lines = ["## Plots", ""]
-    caption = "Line: mean over seeds; band: min–max over seeds; dotted grey line: target accuracy."
-    if hidden:
-        caption += (
-            " Learning-rate sweeps (SGD/Adam, DDP and Local) are shown by their best learning "
-            "rate only (highest mean final accuracy); the whole grid is in the tables above and "
-            "below."
-        )
+    caption = (
+        "One line per *method* (an optimizer at one global mini-batch size): its configuration "
+        "(N, H, learning rate) with the highest mean final **validation** accuracy, the label "
+        "saying how many it was chosen from (all of them are in the tables); a colour per "
+        "method family, a line style per variant (DDP at a large or a small mini-batch, local "
+        "steps with periodic averaging). Line: mean over seeds; band: min–max over seeds; "
+        "dotted grey line: target accuracy; the accuracy axis starts 5 points below the lowest "
+        "final accuracy."
+    )
     lines += ["![Validation accuracy per epoch](val_acc.png)", "", caption, ""]
+    lines += [
+        "![Validation accuracy against training time and samples seen](acc_vs_cost.png)",
+        "",
+        "The same methods against cumulative training time (`wall_s`, this machine) and "
+        "training samples seen (`samples_total`, or steps × |B|): APTS and Adam on one axis.",
+        "",
+        "![Training and validation loss](loss.png)",
+        "",
+        "The same methods' training loss (mean over each epoch) and validation loss, log scale.",
+        "",
+    ]
     lines += ["![Validation accuracy against cumulative collectives](acc_vs_comm.png)", ""]
-    comm_caption = "Validation accuracy against the cumulative number of collectives, log scale."
+    comm_caption = "Every configuration against the cumulative number of collectives, log scale" + (
+        "; learning-rate sweeps (SGD/Adam, DDP and Local) by their best learning rate "
+        "(highest mean final validation accuracy)."
+        if hidden
+        else "."
+    )
     if no_comm:
         comm_caption += (
             " Not shown, because they recorded no collectives (single process, N=1): "
