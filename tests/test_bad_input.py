@@ -67,6 +67,34 @@ CASES = {
         ),
         (["optimizer=adamw"], "unknown optimizer 'adamw'"),
     ],
+    # near misses get a "did you mean" (difflib); another choice's option says whose it is
+    "suggestions": [
+        (["epoch=2"], "unknown config key 'epoch' (did you mean 'epochs'?)"),
+        (["+epoch=2"], "unknown config key 'epoch' (did you mean 'epochs'?)"),
+        (["dataset.n_trian=5"], "(did you mean 'dataset.n_train' or 'dataset.n_test'?)"),
+        (["optimizer=adamw"], "unknown optimizer 'adamw' (did you mean 'adam'?); choose one of"),
+        (["dataset=fmnist"], "(did you mean 'mnist' or 'fashion_mnist'?)"),
+        (
+            ["optimizer=apts", "optimizer.lr=0.1"],
+            "optimizer.lr is not an option of optimizer=apts (learning rate (APTS and TR have "
+            "none: the trust radius sets the step)); it belongs to optimizer=adam, local_adam, "
+            "local_sgd, sgd",
+        ),
+        (
+            ["optimizer=adam", "+optimizer.local_iters=3"],
+            "optimizer.local_iters is not an option of optimizer=adam (it belongs to "
+            "optimizer=apts)",
+        ),
+        (
+            ["optimizer=apts", "+optimizer.local_iter=3"],
+            "optimizer.local_iter is not an option of optimizer=apts (did you mean 'local_iters'",
+        ),
+        (
+            ["dataset=mnist", "+dataset.n_train=5"],
+            "dataset.n_train is not an option of dataset=mnist (training samples); it belongs "
+            "to dataset=synthetic",
+        ),
+    ],
     # malformed overrides and interpolations
     "syntax": [
         (["epochs=[1,"], "cannot parse the command line"),

@@ -74,7 +74,10 @@ def test_invalid_values_raise_one_line(overrides, fragment):
 
 
 def test_unknown_group_choice_lists_valid_ones():
-    with pytest.raises(ConfigError, match="unknown optimizer 'adamw'; choose one of: adam, apts"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown optimizer 'adamw' \\(did you mean 'adam'\\?\\); choose one of: adam, apts",
+    ):
         check_group_overrides(["optimizer=adamw"])
     with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
         check_group_overrides(["-m", "dataset=synthetic,imagenet"])

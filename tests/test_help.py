@@ -1,6 +1,6 @@
 """``apts-train --help``: the program's name, every config group with its choices, every key
 of the configs with its meaning, five examples. The keys are listed here from the YAML
-files by a YAML parser (not by apts.confdoc, which builds the help from their comments)."""
+files by a YAML parser (not by apts.config.doc, which builds the help from their comments)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 from clitools import cli
 
-from apts.confdoc import read_configs
+from apts.config.doc import read_configs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 INTERNAL = {"_target_", "_partial_"}

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from apts.config.doc import unknown_choice, unknown_key
 from apts.config.validate import CONFIG_DIR, GROUPS, validate
 from apts.errors import ConfigError
 
@@ -41,7 +42,7 @@ def check_group_overrides(argv: list[str], config_dir: Path | None = None) -> No
         valid = group_choices(key, config_dir)
         for choice in value.split(","):
             if choice not in valid:
-                raise ConfigError(f"unknown {key} '{choice}'; choose one of: {', '.join(valid)}")
+                raise ConfigError(unknown_choice(key, choice, valid))
 
 
 def _one_line(e: BaseException) -> str:
@@ -50,14 +51,16 @@ def _one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _compose_error(e: BaseException) -> ConfigError:
+def _compose_error(e: BaseException, overrides: list[str]) -> ConfigError:
     msg = _one_line(e)
     if msg.startswith("Could not override"):
         key = msg.split("'")[1] if "'" in msg else "?"
-        return ConfigError(
-            f"unknown config key '{key}'; check its spelling (`apts-train --cfg job` shows "
-            "every key)"
-        )
+        chosen = {}
+        for o in overrides:
+            group, sep, value = o.lstrip("+~").partition("=")
+            if sep and group in GROUPS:
+                chosen[group] = value
+        return ConfigError(unknown_key(key, chosen))
     return ConfigError(f"bad command line: {msg}")
 
 
@@ -90,7 +93,7 @@ def _compose(overrides: list[str]) -> DictConfig:
     try:
         return compose(config_name="train", overrides=overrides, return_hydra_config=True)
     except Exception as e:
-        raise _compose_error(e) from None
+        raise _compose_error(e, overrides) from None
 
 
 def jobs_of(argv_overrides: list[str], multirun: bool) -> list[list[str]]:

@@ -50,8 +50,8 @@ def _register_resolvers() -> None:
 
 
 def _help_template() -> str:
-    """``${apts_help:}``: hydra.help.template (``apts-train --help``), see apts.confdoc."""
-    from apts.confdoc import help_template
+    """``${apts_help:}``: hydra.help.template (``apts-train --help``), see apts.config.doc."""
+    from apts.config.doc import help_template
 
     return help_template()
 
@@ -252,9 +252,11 @@ def check_known_keys(cfg: Mapping, choices: Mapping[str, Any]) -> None:
 
     base = OmegaConf.load(CONFIG_DIR / "train.yaml")
     top = {k for k in base if k not in ("defaults", "hydra")} | set(GROUPS)
+    from apts.config.doc import unknown_key
+
     for key in cfg:
         if key not in top and key != "hydra":
-            raise ConfigError(f"unknown config key '{key}'; see `apts-train --cfg job`")
+            raise ConfigError(unknown_key(key, dict(choices)))
     for group in ("dataset", "model", "launcher"):
         choice = choices.get(group)
         if choice is None:
@@ -263,8 +265,8 @@ def check_known_keys(cfg: Mapping, choices: Mapping[str, Any]) -> None:
         for key in _get(cfg, group):
             if key not in declared:
                 raise ConfigError(
-                    f"unknown config key '{group}.{key}'; {group}={choice} has: "
-                    f"{', '.join(sorted(declared))}"
+                    unknown_key(f"{group}.{key}", dict(choices))
+                    + f"; {group}={choice} has: {', '.join(sorted(declared))}"
                 )
 
 
@@ -287,9 +289,18 @@ def check_optimizer(ocfg: Mapping) -> None:
     params = inspect.signature(factory.func).parameters
     unknown = sorted(set(factory.keywords) - set(params))
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        options = ", ".join(k for k in params if k not in ("params", "comm"))
+        from apts.config.doc import did_you_mean, owners
+
+        options = [k for k in params if k not in ("params", "comm")]
+        key = f"optimizer.{unknown[0]}"
+        elsewhere = [o for o in owners(key) if o != name]
+        hint = (
+            f" (it belongs to optimizer={', '.join(elsewhere)})"
+            if elsewhere
+            else did_you_mean(unknown[0], options)
+        )
         raise ConfigError(
-            f"optimizer.{unknown[0]} is not an option of optimizer={name}; its options: {options}"
+            f"{key} is not an option of optimizer={name}{hint}; its options: {', '.join(options)}"
         )
     for key, value in factory.keywords.items():
         _check_type(f"optimizer.{key}", value, params[key].default)

@@ -135,7 +135,7 @@ def factor_defaults(study: str, factors: list[str], optimizers: list[str]) -> tu
     factor has no default there (or the configs are not at hand)."""
     from omegaconf import OmegaConf
 
-    from apts.confdoc import CONFIG_DIR
+    from apts.config.doc import CONFIG_DIR
 
     def load(path: Path) -> dict:
         if not path.is_file():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from apts.validate import CONFIG_DIR
+from apts.config.validate import CONFIG_DIR
 
 # groups in the order the help lists them; hydra/launcher's keys live under hydra.launcher
 GROUPS = ("dataset", "model", "optimizer", "launcher", "hydra/launcher", "experiment")
@@ -290,3 +290,43 @@ def help_template() -> str:
     """``hydra.help.template`` (configs/train.yaml: ``${apts_help:}``): the help text with
     string.Template's ``$`` escaped (Hydra substitutes ``$FLAGS_HELP`` and co. in it)."""
     return help_text().replace("$", "$$")
+
+
+# --------------------------------------------------------------------- suggestions
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """``" (did you mean 'epochs'?)"`` for the closest known names (difflib), else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+    if not close:  # a group key with a wrong tail: compare the last parts
+        group, _, leaf = name.rpartition(".")
+        tails = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == group]
+        close = [f"{group}.{t}" for t in difflib.get_close_matches(leaf, tails, n=2, cutoff=0.6)]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def unknown_key(key: str, chosen: dict[str, str] | None = None) -> str:
+    """The one-line error for a config key nobody declares, or one that belongs to another
+    choice of its group than the chosen one (``optimizer.lr`` with ``optimizer=apts``)."""
+    keys, _ = read_configs()
+    group = next((g for g in GROUPS if key.startswith(g.replace("/", ".") + ".")), None)
+    if key in keys and group is not None:
+        choice = (chosen or {}).get(group)
+        meaning = next(iter(keys[key].meanings), "")
+        what = f"{key} is not an option of {group}={choice}" if choice else f"{key}"
+        return (
+            what
+            + (f" ({meaning})" if meaning else "")
+            + f"; it belongs to {group}={', '.join(owners(key))}"
+        )
+    hint = did_you_mean(key, sorted(keys))
+    return f"unknown config key '{key}'{hint}; `apts-train --help` lists every key"
+
+
+def unknown_choice(group: str, value: str, valid: list[str]) -> str:
+    """The one-line error for an unknown choice of a config group."""
+    return (
+        f"unknown {group} '{value}'{did_you_mean(value, valid)}; choose one of: {', '.join(valid)}"
+    )
