@@ -75,10 +75,11 @@ def without_timings(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         r = {k: v for k, v in r.items() if k not in TIMING_KEYS}
-        if "comm_by_kind" in r:
-            kinds = {k: dict(v) for k, v in r["comm_by_kind"].items()}
-            kinds.get("bytes", {}).pop("checkpoint", None)
-            r["comm_by_kind"] = kinds
+        for key in ("comm_by_kind", "comm_by_kind_total"):
+            if key in r:
+                kinds = {k: dict(v) for k, v in r[key].items()}
+                kinds.get("bytes", {}).pop("checkpoint", None)
+                r[key] = kinds
         out.append(r)
     return out
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from clitools import SMALL, cli, read_metrics, without_timings
 
 REQUIRED = {
@@ -43,7 +44,10 @@ def run_cli(*args: str, cwd: Path, torchrun: int | None = None) -> subprocess.Co
 @pytest.fixture(scope="module")
 def adam_two_ranks(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("adam2")
-    run_cli(*SMALL, "optimizer=adam", "subdomains=2", "epochs=2", f"hydra.run.dir={d}/run", cwd=d)
+    r = run_cli(
+        *SMALL, "optimizer=adam", "subdomains=2", "epochs=2", f"hydra.run.dir={d}/run", cwd=d
+    )
+    (d / "console.txt").write_text(r.stdout + r.stderr)  # captured: not a terminal
     return d / "run"
 
 
@@ -61,14 +65,39 @@ def test_two_process_run_writes_config_metrics_and_tensorboard(adam_two_ranks):
     assert rows[1]["train_loss"] < rows[0]["train_loss"] < 2.31
     assert rows[1]["val_acc"] > 20
     events = list((run / "tb").glob("events.out.tfevents.*"))
-    assert len(events) == 1
+    assert len(events) == 2  # the scalars, and add_hparams' session at the end
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run / "tb"))
     acc.Reload()
-    vals = [e.value for e in acc.Scalars("val_acc")]
+    vals = [e.value for e in acc.Scalars("acc/val")]
     assert vals == pytest.approx([r["val_acc"] for r in rows])
-    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+    tags = acc.Tags()["scalars"]
+    assert {"loss/train", "loss/val", "comm/calls", "comm/bytes", "time/epoch"} <= set(tags)
+    assert all("/" in t for t in tags)  # grouped, no flat names
+    # the same curves against samples seen: 1200 training samples per epoch
+    assert [e.step for e in acc.Scalars("by_samples/acc/val")] == [1200, 2400]
+    assert acc.Scalars("final/val_acc")[0].value == pytest.approx(rows[-1]["val_acc"])
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    best = max(rows, key=lambda r: r["val_acc"])
+    assert (summary["best_epoch"], summary["best_val_acc"]) == (best["epoch"], best["val_acc"])
+    prov = summary["provenance"]
+    assert prov["world_size"] == 2 and prov["torch"] == torch.__version__
+    assert prov["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert prov["apts"] and prov["hydra"] and prov["python"] and prov["device_name"]
+    assert prov["git"] is None or len(prov["git"]["commit"]) == 40
+    assert summary["started_at"] <= summary["ended_at"]
+    # the console: one line per epoch and no progress bar when not on a terminal; the last
+    # line says what the run reached and where it is
+    console = (run.parent / "console.txt").read_text()
+    assert "it/s" not in console and "\r" not in console
+    last = [ln for ln in console.splitlines() if ln.strip()][-1]
+    assert last == (
+        f"completed after epoch 2; val_acc {rows[-1]['val_acc']:.2f}%; best epoch "
+        f"{best['epoch']} (val_acc {best['val_acc']:.2f}%); run directory {run}"
+    )
     assert (run / "checkpoint.pt").exists() and (run / "train.log").exists()
 
 
@@ -79,7 +108,15 @@ def test_ddp_counts_one_allreduce_per_bucket_per_step(adam_two_ranks):
         assert r["steps"] == steps
         assert r["comm_calls"] == steps
         assert r["comm_bytes"] == steps * FCNN_PARAMS * 4
-        assert r["comm_by_kind"]["calls"]["metrics"] == r["epoch"]
+        # per epoch and cumulative, named as such
+        assert r["comm_by_kind"]["calls"]["metrics"] == 1  # and epoch 1 the start-up's
+        assert r["comm_by_kind"]["calls"]["ddp"] == r["comm_calls"]
+        assert r["comm_by_kind_total"]["calls"]["metrics"] == r["epoch"]
+        assert r["samples"] == 1200 and r["samples_total"] == 1200 * r["epoch"]
+    rows = read_metrics(adam_two_ranks)
+    for what in ("calls", "bytes"):  # the lines' counts add up to the totals
+        for kind, total in rows[-1]["comm_by_kind_total"][what].items():
+            assert sum(r["comm_by_kind"][what].get(kind, 0) for r in rows) == total
 
 
 def test_same_seed_gives_identical_metrics(adam_two_ranks, tmp_path):

@@ -41,6 +41,7 @@ from apts.rundir.format import (
     strict_loads,
     write_json,
 )
+from apts.training.provenance import now, provenance
 
 log = logging.getLogger("apts")
 
@@ -62,18 +63,76 @@ class _Progress:
             self.bar.close()
 
 
-def _keep_epochs(path: Path, last_epoch: int) -> None:
-    """Cut metrics.jsonl back to the lines of epochs <= last_epoch (a resumed run)."""
+def _keep_epochs(path: Path, last_epoch: int) -> list[dict[str, Any]]:
+    """Cut metrics.jsonl back to the lines of epochs <= last_epoch (a resumed run); the
+    records kept."""
     if not path.exists():
-        return
-    kept = []
+        return []
+    kept, records = [], []
     for line in path.read_text().splitlines():
         try:
-            if int(strict_loads(line)["epoch"]) <= last_epoch:
+            rec = strict_loads(line)
+            if int(rec["epoch"]) <= last_epoch:
                 kept.append(line + "\n")
+                records.append(rec)
         except (ValueError, KeyError, TypeError):
             break  # a torn last line
     atomic_write(path, lambda p: p.write_text("".join(kept)))
+    return records
+
+
+# TensorBoard tags: grouped by what they measure (loss/, acc/, comm/, time/, work/, tr/);
+# a key not listed here goes to opt/<key> (an optimizer's own statistic).
+TB_TAGS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "test_loss": "loss/test",
+    "val_acc": "acc/val",
+    "test_acc": "acc/test",
+    "comm_calls": "comm/calls",
+    "comm_bytes": "comm/bytes",
+    "comm_calls_total": "comm/calls_total",
+    "comm_bytes_total": "comm/bytes_total",
+    "comm_s": "time/comm",
+    "wall_s": "time/epoch",
+    "fwd_bwd_s": "time/fwd_bwd",
+    "elapsed_s": "time/elapsed",
+    "grad_evals": "work/grad_evals",
+    "steps": "work/steps",
+    "samples": "work/samples",
+    "samples_total": "work/samples_total",
+    "radius": "tr/radius",
+    "rho": "tr/rho",
+    "accepted": "tr/accepted",
+    "rejected": "tr/rejected",
+}
+# also drawn against samples seen (step = samples_total), to compare methods whose
+# epochs differ in steps on one axis
+BY_SAMPLES = ("train_loss", "val_loss", "test_loss", "val_acc", "test_acc")
+
+
+def tb_tag(key: str) -> str:
+    """The TensorBoard tag of a metrics.jsonl key."""
+    return TB_TAGS.get(key) or (f"tr/{key}" if key.startswith(("radius", "rho")) else f"opt/{key}")
+
+
+def _hparams(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config's scalar settings that define the run, flat (for TensorBoard's HParams)."""
+    out: dict[str, Any] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                if k not in ("launcher", "hydra"):
+                    walk(v, f"{prefix}{k}.")
+            elif not k.startswith("_") and k not in HPARAMS_SKIPPED:
+                out[prefix + k] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(cfg, "")
+    return out
+
+
+HPARAMS_SKIPPED = {"out_dir", "resume", "progress", "checkpoint", "data_dir", "download"}
 
 
 class RunLogger:
@@ -82,7 +141,12 @@ class RunLogger:
     def __init__(self, run_dir: str | os.PathLike, *, enabled: bool = True, progress: bool = True):
         self.dir = Path(run_dir)
         self.enabled = enabled
-        self.show_progress = progress and enabled
+        # a bar only on a terminal: piped or captured output gets one line per epoch
+        self.show_progress = progress and enabled and sys.stderr.isatty()
+        self.best: tuple[int, float] | None = None  # (epoch, val_acc) of the best epoch
+        self.cfg: dict[str, Any] = {}
+        self.started_at: str | None = None
+        self.provenance: dict[str, Any] = {}
         self.writer = None
         self._handler: logging.Handler | None = None
         self.last_epoch = 0
@@ -97,11 +161,18 @@ class RunLogger:
             return
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _keep_epochs(self.dir / METRICS, resume_epoch)
+            for rec in _keep_epochs(self.dir / METRICS, resume_epoch):
+                self._track_best(rec)
             handler = logging.FileHandler(self.dir / "train.log")
         except OSError as e:
             raise fs_error(self.dir, e) from None
         cfg = {**cfg, "resume": None}  # how this run was started is not part of it
+        self.cfg = cfg
+        self.started_at = now()
+        self.provenance = provenance(
+            device=str(info.get("device", cfg.get("device", "cpu"))),
+            world_size=int(info.get("world_size", cfg.get("subdomains", 1))),
+        )
         atomic_write(self.dir / CONFIG, lambda p: p.write_text(OmegaConf.to_yaml(cfg)))
         self._write_summary("running", pid=os.getpid(), host=socket.gethostname())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -117,6 +188,9 @@ class RunLogger:
         self.writer = SummaryWriter(log_dir=str(self.dir / "tb"), purge_step=resume_epoch + 1)
         if not resume_epoch:
             self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
+        self.writer.add_text(
+            "provenance", "```\n" + strict_dumps(self.provenance) + "\n```", resume_epoch
+        )
         what = f"resumed after epoch {resume_epoch}" if resume_epoch else "started"
         log.info(
             "run %s %s: dataset=%s model=%s optimizer=%s subdomains=%s params=%s",
@@ -138,11 +212,12 @@ class RunLogger:
 
         return _Progress(tqdm(total=total, desc=desc, leave=False, file=sys.stderr, ncols=100))
 
-    def log_epoch(self, metrics: dict[str, Any], comm: dict[str, dict[str, int]]) -> None:
-        """Append the epoch's line to metrics.jsonl and its scalars to TensorBoard."""
+    def log_epoch(self, metrics: dict[str, Any], comm: dict[str, dict[str, Any]]) -> None:
+        """Append the epoch's line to metrics.jsonl and its scalars to TensorBoard;
+        ``comm``: ``comm_by_kind`` (this epoch) and ``comm_by_kind_total``, by kind."""
         if not self.enabled:
             return
-        line = strict_dumps({**metrics, "comm_by_kind": comm})
+        line = strict_dumps({**metrics, **comm})
         path = self.dir / METRICS
         try:
             with open(path, "a") as f:
@@ -151,9 +226,13 @@ class RunLogger:
             raise fs_error(path, e) from None
         step = metrics["epoch"]
         self.last_epoch = step
+        self._track_best(metrics)
+        samples = metrics.get("samples_total")
         for key, value in metrics.items():
-            if key != "epoch" and isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, step)
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(tb_tag(key), value, step)
+                if key in BY_SAMPLES and samples is not None:
+                    self.writer.add_scalar(f"by_samples/{tb_tag(key)}", value, int(samples))
         self.writer.flush()
         accs = "  ".join(
             f"{k}_loss {metrics[k + '_loss']:.4f}  {k}_acc {metrics[k + '_acc']:.2f}%"
@@ -170,11 +249,49 @@ class RunLogger:
             metrics["wall_s"],
         )
 
+    def _track_best(self, rec: dict[str, Any]) -> None:
+        acc = rec.get("val_acc")
+        if isinstance(acc, (int, float)) and (self.best is None or acc > self.best[1]):
+            self.best = (int(rec["epoch"]), float(acc))
+
     def _write_summary(self, status: str, **fields: Any) -> None:
         summary = {"status": status, "epoch": self.last_epoch, **fields}
+        if self.best is not None:
+            summary["best_epoch"], summary["best_val_acc"] = self.best
+        summary["started_at"] = self.started_at
+        if status != "running":
+            summary["ended_at"] = now()
+        summary["provenance"] = self.provenance
         if "data" in self.info:
             summary["data"] = self.info["data"]
         write_json(self.dir / SUMMARY, summary)
+
+    def _add_hparams(self, final: dict[str, Any]) -> None:
+        """The run's settings and final figures in TensorBoard's HParams view (a sweep's
+        runs side by side: tensorboard --logdir <sweep dir>)."""
+        metrics = {
+            f"final/{k}": final[k]
+            for k in ("val_acc", "test_acc", "val_loss", "comm_calls_total", "elapsed_s")
+            if isinstance(final.get(k), (int, float))
+        }
+        if self.best is not None:
+            metrics["final/best_val_acc"] = self.best[1]
+            metrics["final/best_epoch"] = self.best[0]
+        self.writer.add_hparams(_hparams(self.cfg), metrics, run_name=".")
+
+    def final_line(self, status: str, final: dict[str, Any], reason: str) -> str:
+        """The console's last line: how the run ended, what it reached, where it is."""
+        parts = [f"{status} after epoch {self.last_epoch}{reason}"]
+        reached = [
+            f"{k} {final[k]:.2f}%"
+            for k in ("val_acc", "test_acc")
+            if isinstance(final.get(k), (int, float))
+        ]
+        if reached:
+            parts.append(", ".join(reached))
+        if self.best is not None:
+            parts.append(f"best epoch {self.best[0]} (val_acc {self.best[1]:.2f}%)")
+        return "; ".join(parts) + f"; run directory {self.dir}"
 
     def finish(self, status: str, final: dict[str, Any] | None = None, **fields: Any) -> None:
         """Record how the run ended (``status`` in :data:`apts.rundir.STATUSES`, a one-line
@@ -187,11 +304,13 @@ class RunLogger:
             log.error("could not write %s: %s", self.dir / SUMMARY, e)
         if self.writer is not None:
             try:
+                if status == "completed" and final:
+                    self._add_hparams(final)
                 self.writer.close()
             except Exception:
                 pass
         reason = f": {fields['reason']}" if fields.get("reason") else ""
-        log.info("%s after epoch %d%s: %s", status, self.last_epoch, reason, self.dir)
+        log.info("%s", self.final_line(status, final or {}, reason))
         if self._handler is not None:
             log.removeHandler(self._handler)
             self._handler.close()

@@ -328,6 +328,8 @@ def train(
         resume_epoch=start,
         n_params=count_parameters(s.model),
         data=getattr(ds, "source", []),
+        device=str(s.device),
+        world_size=world_size,
     )
     try:
         final = _epochs(s, cfg, ds, logger, run_dir, start, resume)
@@ -352,6 +354,9 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
     elapsed0 = resume["elapsed_s"] if resume is not None else 0.0
     t_start = time.perf_counter()
     final: dict[str, Any] = {}
+    # comm_by_kind counts since the previous line: epoch 1 includes the start-up's
+    # collectives, later epochs the previous epoch's checkpoint gather
+    by_kind0 = comm.snapshot() if start else {}
     for epoch in range(start + 1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
         calls0, bytes0 = comm.total_calls(), comm.total_bytes()
@@ -364,6 +369,7 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
         train_loss, samples = reduce_epoch(s, res, cfg, epoch, len(batches))
         elapsed = elapsed0 + time.perf_counter() - t_start
         if rank == 0:
+            drawn = sum(len(b) for b in batches)  # the same every epoch
             final = {
                 "epoch": epoch,
                 "train_loss": train_loss,
@@ -372,8 +378,10 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
                 "comm_bytes": comm.total_bytes() - bytes0,
                 "comm_calls_total": comm.total_calls(),
                 "comm_bytes_total": comm.total_bytes(),
-                "grad_evals": samples / max(1, sum(len(b) for b in batches)),
+                "grad_evals": samples / max(1, drawn),
                 "steps": len(batches),
+                "samples": drawn,
+                "samples_total": drawn * epoch,
                 "wall_s": train_s,
                 "fwd_bwd_s": res.fwd_bwd_s,
                 # blocking optimizer collectives (DDP's overlap with backward: not timed)
@@ -382,7 +390,18 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
             }
             # optimizer extras (radius, accepted/rejected, ...); the loop's own keys win
             final.update({k: v for k, v in res.stats.summary().items() if k not in final})
-            logger.log_epoch(final, comm.snapshot())
+            by_kind = comm.snapshot()
+            logger.log_epoch(
+                final,
+                {
+                    "comm_by_kind": {
+                        what: {k: n - by_kind0.get(what, {}).get(k, 0) for k, n in counts.items()}
+                        for what, counts in by_kind.items()
+                    },
+                    "comm_by_kind_total": by_kind,
+                },
+            )
+            by_kind0 = by_kind
         if cfg.get("checkpoint", True):
             ckpt = gather_checkpoint(
                 comm, epoch=epoch, cfg=cfg, model=s.model, opt=s.opt, elapsed_s=elapsed
