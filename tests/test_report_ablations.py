@@ -155,5 +155,5 @@ def test_factor_defaults_come_from_the_study_preset():
     # configs/experiment/ablate_subdomains.yaml (study: subdomains) sets subdomains: 2
     assert factor_defaults("subdomains", ["subdomains"], ["apts"]) == (2,)
     assert factor_defaults("gamma", ["optimizer.gamma"], ["apts"]) == (0.001,)
-    assert factor_defaults("x", ["batch_size", "optimizer.memory"], ["apts"]) == (10000, 5)
+    assert factor_defaults("x", ["batch_size", "optimizer.memory"], ["apts"]) == (10000, 10)
     assert factor_defaults("x", ["no.such.key"], ["apts"]) is None
