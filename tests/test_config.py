@@ -112,3 +112,20 @@ def test_cli_errors_exit_2_with_one_line_and_no_run(tmp_path, args, fragment):
     assert fragment in lines[0]
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_validation_builds_optimizers_without_importing_dynamo():
+    # torch._dynamo costs the launcher about as much as torch itself; it compiles nothing
+    code = (
+        "import sys, torch\n"
+        "from apts.config.validate import check_optimizer\n"
+        "check_optimizer({'name': 'apts', '_target_': 'apts.optim.APTS', '_partial_': True})\n"
+        "check_optimizer({'name': 'adam', '_target_': 'torch.optim.Adam', '_partial_': True})\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "fn = torch.optim.Optimizer.add_param_group.__wrapped__\n"
+        "assert not hasattr(fn, '__dynamo_disable')  # torch's own wrapper as it was\n"
+        "torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)\n"
+        "assert 'torch._dynamo' in sys.modules  # outside validation: torch's own path\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -10,6 +10,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +306,8 @@ def check_optimizer(ocfg: Mapping) -> None:
     for key, value in factory.keywords.items():
         _check_type(f"optimizer.{key}", value, params[key].default)
     try:
-        factory([torch.zeros(1, requires_grad=True)])
+        with _no_dynamo_import():
+            factory([torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError) as e:
         # a string where the default is a number is left to the constructor (gamma="auto")
         strings = [k for k, v in factory.keywords.items() if isinstance(v, str)]
@@ -318,6 +320,27 @@ def check_optimizer(ocfg: Mapping) -> None:
         key = msg.split("=", 1)[0] if "=" in msg else ""
         where = f"optimizer.{msg}" if key in factory.keywords else f"optimizer={name}: {msg}"
         raise ConfigError(f"{where}; fix it with optimizer.<key>=<value>") from None
+
+
+@contextmanager
+def _no_dynamo_import():
+    """Build an optimizer without importing torch._dynamo. ``Optimizer.add_param_group``
+    is wrapped by ``torch._disable_dynamo``, whose first call imports torch._dynamo (as
+    long as importing torch itself: about a sixth of ``experiment=smoke``'s wall time, paid
+    by the launcher, which compiles nothing) and caches the result on the wrapped function
+    as ``__dynamo_disable``. While this context lasts, that cache holds the plain method.
+    With another torch, where the wrapper differs, the import just happens as before."""
+    import torch
+
+    fn = getattr(torch.optim.Optimizer.add_param_group, "__wrapped__", None)
+    if fn is None or hasattr(fn, "__dynamo_disable"):
+        yield
+        return
+    setattr(fn, "__dynamo_disable", fn)  # noqa: B010 (not name-mangled: torch's own spelling)
+    try:
+        yield
+    finally:
+        delattr(fn, "__dynamo_disable")  # noqa: B043
 
 
 def _first_line(e: BaseException) -> str:
