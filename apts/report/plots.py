@@ -72,7 +72,12 @@ FAMILIES = {
     "local_adam": "Adam",
     "sgd": "SGD",
     "local_sgd": "SGD",
+    "diloco": "DiLoCo",
+    "prodigy": "Prodigy",
+    "schedulefree_adamw": "Schedule-free AdamW",
 }
+# optimizers that step locally and average every H steps (besides local_*)
+PERIODIC = ("diloco",)
 FAMILY_COLORS = {"APTS / TR": "tab:blue", "Adam": "tab:orange", "SGD": "tab:green"}
 SPARE_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 LARGE_BATCH = 1000  # |B| at or above: the large mini-batch regime of APTS and the paper
@@ -94,7 +99,7 @@ def variant(g: Group) -> str:
     periodic averaging, or data-parallel at a large or a small mini-batch."""
     if g.opt == "tr":
         return "global trust region only"
-    if g.opt.startswith("local_"):
+    if g.opt.startswith("local_") or g.opt in PERIODIC:
         return "local steps, averaged every H"
     large = isinstance(g.batch_size, (int, float)) and g.batch_size >= LARGE_BATCH
     return f"DDP, |B| {'≥' if large else '<'} {LARGE_BATCH}"
