@@ -44,6 +44,10 @@ class Key:
         for choice, text in self.comments.items():
             if text:
                 out.setdefault(text, []).append(choice or "")
+        if out:  # the choices without a comment of their own share the first one's
+            first = next(iter(out))
+            out[first] += [c or "" for c, text in self.comments.items() if not text]
+            out[first].sort()
         if not out and self.is_choice_name:
             group = self.path.split(".")[0]
             out[f"the choice's name, set by {group}=<choice>"] = list(self.values)
