@@ -254,7 +254,7 @@ class Group:
     @property
     def final_test(self) -> float | None:
         """Mean final test accuracy (%) over the seeds that logged one (None: none did)."""
-        tests = [r.final_test for r in self.runs if r.final_test is not None]
+        tests = [r.final_test_acc for r in self.runs if math.isfinite(r.final_test_acc)]
         return float(np.mean(tests)) if tests else None
 
     def to_target(self, target: float) -> tuple[list[int], list[float]]:

@@ -124,7 +124,8 @@ def draw_methods(ax, best: list[tuple[Group, int]], x: str, y: str, colors: dict
     """One line per method (mean over seeds, min–max band); returns how many were drawn."""
     drawn = 0
     for g, of in best:
-        xs, mean, lo, hi = g.curves(x, y)
+        # "acc": the accuracy choices are made on (validation; test for runs without a split)
+        xs, mean, lo, hi = g.curves(x, f"{g.chosen_on}_acc" if y == "acc" else y)
         keep = np.isfinite(xs) & np.isfinite(mean)
         if not keep.any():
             continue
@@ -178,7 +179,7 @@ def plot_val_acc(by_panel: dict[tuple[str, str], list[Group]], targets: dict, pa
     for ax, ((ds, model), groups) in zip(axes, by_panel.items(), strict=True):
         best = best_per_method(groups)
         colors = family_colors(groups)
-        draw_methods(ax, best, "epoch", "val_acc", colors)
+        draw_methods(ax, best, "epoch", "acc", colors)
         target_line(ax, targets.get((ds, model)))
         ax.set_xlabel("epoch")
         _accuracy_axis(ax, accuracy_floor(best), "validation accuracy (%)")
@@ -204,7 +205,7 @@ def plot_acc_vs_cost(by_panel: dict[tuple[str, str], list[Group]], path: Path):
             (ax_t, "wall", "training time (s, cumulative wall_s)"),
             (ax_s, "samples", "training samples seen"),
         ):
-            if draw_methods(ax, best, x, "val_acc", colors):
+            if draw_methods(ax, best, x, "acc", colors):
                 _accuracy_axis(ax, floor, "validation accuracy (%)")
             else:
                 no_data(ax, f"no run logged {x}")

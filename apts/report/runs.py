@@ -153,11 +153,6 @@ class Run:
         return batch * np.cumsum(np.array(steps, dtype=float))
 
     @property
-    def final_test(self) -> float | None:
-        """The last logged epoch's test accuracy (%), when the run logs one."""
-        return as_number(self.records[-1].get("test_acc"))
-
-    @property
     def study(self) -> str | None:
         """The config's ``study`` (an ablation preset's name), None for other runs."""
         study = self.cfg.get("study")
