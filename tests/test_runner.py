@@ -95,7 +95,8 @@ def test_two_process_run_writes_config_metrics_and_tensorboard(adam_two_ranks):
     assert "it/s" not in console and "\r" not in console
     last = [ln for ln in console.splitlines() if ln.strip()][-1]
     assert last == (
-        f"completed after epoch 2; val_acc {rows[-1]['val_acc']:.2f}%; best epoch "
+        f"completed after epoch 2; val_acc {rows[-1]['val_acc']:.2f}%, test_acc "
+        f"{rows[-1]['test_acc']:.2f}%; best epoch "
         f"{best['epoch']} (val_acc {best['val_acc']:.2f}%); run directory {run}"
     )
     assert (run / "checkpoint.pt").exists() and (run / "train.log").exists()
