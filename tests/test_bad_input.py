@@ -77,8 +77,8 @@ CASES = {
         (
             ["optimizer=apts", "optimizer.lr=0.1"],
             "optimizer.lr is not an option of optimizer=apts (learning rate (APTS and TR have "
-            "none: the trust radius sets the step)); it belongs to optimizer=adam, local_adam, "
-            "local_sgd, sgd",
+            "none: the trust radius sets the step)); it belongs to optimizer=adam, diloco, "
+            "local_adam, local_sgd,",
         ),
         (
             ["optimizer=adam", "+optimizer.local_iters=3"],
