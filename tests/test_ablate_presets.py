@@ -23,6 +23,10 @@ FACTORS = {
     "foc": ("optimizer.foc", [True, False]),
     "local_memory": ("optimizer.local_memory", ["keep", "reset"]),
     "subdomains": ("subdomains", [1, 2, 4, 6, 8]),
+    "window": ("optimizer.window", [1, 3, 5]),
+    "momentum": ("optimizer.momentum", [0.0, 0.5]),
+    "local_solver": ("optimizer.local_solver", ["tr", "adam"]),
+    "batch_growth": ("optimizer.batch_growth", [1.0, 1.5]),
 }
 SEEDS = [0, 1, 2]
 

@@ -75,6 +75,10 @@ PROFILES = {
                 "gamma",
                 "foc",
                 "local_memory",
+                "window",  # the variants (docs/APTS.md "Variants")
+                "momentum",
+                "local_solver",
+                "batch_growth",
             )
         ],
     },

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from apts.optim.checks import check_bool, check_choice, check_int
+from apts.optim.checks import check_bool, check_choice, check_int, check_number
 from apts.optim.comm import communicator
 from apts.optim.flat import flat_grad, flat_params, set_flat_params_
 from apts.optim.lsr1 import LSR1
@@ -23,6 +23,14 @@ from apts.optim.trust_region import (
     offer_pair,
     rules_from_group,
     tr_iteration,
+)
+from apts.optim.variants import (
+    adam_iteration,
+    init_state,
+    momentum_proposal,
+    reference_loss,
+    remember_loss,
+    track_stall,
 )
 
 # The global test rejects when the summed local reductions are this small (APTS.md, 6).
@@ -134,6 +142,12 @@ class APTS(FlatLSR1Optimizer):
         dec: float = 0.5,
         inc: float = 2.0,
         update_rejected: bool = True,
+        window: int = 1,
+        momentum: float = 0.0,
+        local_solver: str = "tr",
+        batch_growth: float = 1.0,
+        growth_window: int = 10,
+        growth_tol: float = 0.01,
     ):
         comm = communicator(comm)
         defaults = dict(
@@ -141,6 +155,12 @@ class APTS(FlatLSR1Optimizer):
             global_iters=check_int("global_iters", global_iters, 0),
             foc=check_bool("foc", foc),
             local_memory=check_choice("local_memory", local_memory, ("keep", "reset")),
+            window=check_int("window", window, 1),
+            momentum=check_number("momentum", momentum, 0.0, 1.0, hi_open=True),
+            local_solver=check_choice("local_solver", local_solver, ("tr", "adam")),
+            batch_growth=check_number("batch_growth", batch_growth, 1.0),
+            growth_window=check_int("growth_window", growth_window, 1),
+            growth_tol=check_number("growth_tol", growth_tol, 0.0),
             **self.check_options(
                 radius=radius,
                 min_radius=min_radius,
@@ -158,6 +178,22 @@ class APTS(FlatLSR1Optimizer):
         super().__init__(params, defaults, comm)
         self.world_size = self.comm.world_size
         self.last_info: dict[str, Any] = {}
+        self._init_variants()
+
+    def _init_variants(self) -> None:
+        like = torch.zeros(self._numel, dtype=self._dtype, device=self._device)
+        init_state(self._state, self.param_groups[0], like)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._init_variants()
+
+    @property
+    def batch_size_factor(self) -> float:
+        """The factor by which the mini-batch should now be larger than at the start
+        (``batch_growth``; 1.0 while it is off). The training loop reads it before each
+        mini-batch; it is part of the state, so a resumed run continues with it."""
+        return float(self._state["batch_factor"])
 
     @property
     def global_hess(self) -> LSR1 | None:
@@ -214,14 +250,19 @@ class APTS(FlatLSR1Optimizer):
         if closure is None:
             raise ValueError("APTS.step needs a closure that returns the loss of this shard")
         closure = torch.enable_grad()(closure)
-        theta = flat_params(self._params)
-        start = self._global_gradient(closure, theta)
-        x, f_x, local_done = self._local_phase(closure, theta, start)
-        test = self._global_test(closure, theta, start, x, f_x)
+        group, st = self.param_groups[0], self._state
+        theta_k = flat_params(self._params)
+        start = self._global_gradient(closure, theta_k)
+        track_stall(st, group, start.f)
+        x, f_x, local_done = self._local_phase(closure, theta_k, start)
+        test = self._global_test(closure, theta_k, start, x, f_x)
         theta, f, global_accepted = self._global_pass(closure, *test.point)
 
         set_flat_params_(self._params, theta)
-        self._state["step"] += 1
+        remember_loss(st, group["window"], f)
+        if group["momentum"] > 0.0:
+            torch.sub(theta, theta_k, out=st["velocity"])
+        st["step"] += 1
         self._sync_state()
         self.last_info = {
             "radius": self.radius,
@@ -232,6 +273,8 @@ class APTS(FlatLSR1Optimizer):
             "local_iters": local_done,
             "global_accepted": global_accepted,
         }
+        if group["batch_growth"] > 1.0:
+            self.last_info["batch_factor"] = self.batch_size_factor
         return f
 
     def _global_gradient(self, closure, theta: Tensor) -> _Start:
@@ -267,10 +310,13 @@ class APTS(FlatLSR1Optimizer):
             # spares a useless trial evaluation of a vanishing step.
             if budget <= _BOUNDARY_TOL * ball:
                 break
-            res = tr_iteration(
-                local_fg, x, fx, gx, r, self.local_hess, rules,
-                radius_cap=budget, update_rejected=group["update_rejected"],
-            )  # fmt: skip
+            if group["local_solver"] == "adam":
+                res = adam_iteration(self._state, local_fg, x, fx, gx, r, budget, rules)
+            else:
+                res = tr_iteration(
+                    local_fg, x, fx, gx, r, self.local_hess, rules,
+                    radius_cap=budget, update_rejected=group["update_rejected"],
+                )  # fmt: skip
             done += 1
             r = res.radius
             x, fx, gx = res.x, res.f, res.g
@@ -286,14 +332,19 @@ class APTS(FlatLSR1Optimizer):
         torch.sub(x, theta, out=buf[:-1])
         buf[-1] = start.f_i - fx
         pred_k, s_k = self._reduce(buf, "sum")
-        trial = theta + s_k
+        # momentum (off: step is s_k itself) and the non-monotone reference (off: f_k)
+        step, pred_k = momentum_proposal(
+            self._state, group["momentum"], s_k, pred_k, start.g, self.global_hess
+        )
+        trial = theta + step
         f_t, g_t = self._global_eval(closure, trial)
+        f_ref = reference_loss(self._state, group["window"], start.f)
         rules = rules_from_group(group, min_pred=_PRED_FLOOR)
         (accepted, self.radius, rho), ared, f_trial, pred = judge_trial(
-            rules, start.f, f_t, g_t, pred_k, torch.linalg.vector_norm(s_k), self.radius
+            rules, f_ref, f_t, g_t, pred_k, torch.linalg.vector_norm(s_k), self.radius
         )
         offer_pair(
-            self.global_hess, s_k, g_t - start.g, f_trial, accepted, group["update_rejected"]
+            self.global_hess, step, g_t - start.g, f_trial, accepted, group["update_rejected"]
         )
         point = (trial, f_t, g_t) if accepted else (theta, start.f, start.g)
         return _Test(point, accepted, rho, pred, ared)

@@ -33,7 +33,7 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,7 +230,33 @@ class EpochResult:
     first_bad: torch.Tensor | None = None  # first step with a bad loss, -1 if none
 
 
-def run_epoch(s: Setup, cfg: dict, ds: Dataset, epoch: int, batches: list, bar) -> EpochResult:
+def batch_size_now(opt: torch.optim.Optimizer, batch_size: int, n: int) -> int:
+    """The mini-batch size the optimizer asks for now: min(⌊|B|·factor⌋, n), the factor
+    being its ``batch_size_factor`` (APTS's ``batch_growth``; 1 for every other one)."""
+    return min(int(batch_size * float(getattr(opt, "batch_size_factor", 1.0))), n)
+
+
+def epoch_batches(
+    perm: torch.Tensor, batch_size: int, opt: torch.optim.Optimizer, world: int, taken: list
+) -> Iterator[torch.Tensor]:
+    """The epoch's mini-batches: consecutive slices of ``perm``, each as large as the
+    optimizer asks for just before it (:func:`batch_size_now`), so the decision stays in the
+    optimizer and a change takes effect at the next mini-batch. Slices smaller than the
+    world are skipped; every one yielded is appended to ``taken``. With a factor of 1 these
+    are exactly ``minibatches(perm, batch_size)``."""
+    pos = 0
+    while pos < len(perm):
+        size = batch_size_now(opt, batch_size, len(perm))
+        idx = perm[pos : pos + size]
+        pos += size
+        if len(idx) >= world:
+            taken.append(idx)
+            yield idx
+
+
+def run_epoch(
+    s: Setup, cfg: dict, ds: Dataset, epoch: int, batches: Iterable[torch.Tensor], bar
+) -> EpochResult:
     """Train one epoch on this rank's shards of ``batches``."""
     rank, world = s.comm.rank, s.comm.world_size
     dev = s.device
@@ -362,9 +388,11 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
         calls0, bytes0 = comm.total_calls(), comm.total_bytes()
         comm_s0 = comm.seconds["optimizer"]
         perm = epoch_permutation(len(ds.train_y), cfg["seed"], epoch)
-        batches = [b for b in minibatches(perm, cfg["batch_size"]) if len(b) >= comm.world_size]
-        bar = logger.progress(len(batches), f"epoch {epoch}/{cfg['epochs']}")
-        res = run_epoch(s, cfg, ds, epoch, batches, bar)
+        batches: list[torch.Tensor] = []  # filled as the epoch takes them
+        planned = len(minibatches(perm, batch_size_now(s.opt, cfg["batch_size"], len(perm))))
+        bar = logger.progress(planned, f"epoch {epoch}/{cfg['epochs']}")
+        todo = epoch_batches(perm, cfg["batch_size"], s.opt, comm.world_size, batches)
+        res = run_epoch(s, cfg, ds, epoch, todo, bar)
         train_s = time.perf_counter() - t0
         train_loss, samples = reduce_epoch(s, res, cfg, epoch, len(batches))
         elapsed = elapsed0 + time.perf_counter() - t_start
