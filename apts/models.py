@@ -1,10 +1,14 @@
-"""The networks of the experiments, picked by name.
+"""The networks of the experiments, each built from the data's image shape and class count.
 
-- ``fcnn``: fully connected ReLU network. For 1×28×28 inputs it is the authors'
+A model config (``configs/model/<name>.yaml``) names its builder in ``_target_``; the
+runner calls it with ``shape=(C, H, W)`` and ``num_classes`` of the dataset, every other
+key (except the label ``name``) being an argument of the builder.
+
+- :func:`fcnn`: fully connected ReLU network. For 1×28×28 inputs it is the authors'
   784-32-32-10; for larger inputs (e.g. CIFAR-10's 3×32×32) a wider D-256-128-K.
-- ``cnn``: two conv(3×3)-ReLU-maxpool(2) blocks with 32 and 64 channels, then
+- :func:`cnn`: two conv(3×3)-ReLU-maxpool(2) blocks with 32 and 64 channels, then
   Linear(64·⌊H/4⌋·⌊W/4⌋, 128)-ReLU-Linear(128, K).
-- ``resnet18``: the CIFAR variant of ResNet-18 (He et al. 2016): 3×3 stem conv without
+- :func:`resnet18`: the CIFAR variant of ResNet-18 (He et al. 2016): 3×3 stem conv without
   max-pool, BasicBlocks [2, 2, 2, 2] with 64/128/256/512 channels, global average pool,
   linear head. It has BatchNorm: run its training forward passes in ``model.train()``
   mode (batch statistics) and evaluation in ``model.eval()``.
@@ -18,18 +22,33 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "BasicBlock", "ResNet18", "build_model", "count_parameters", "fcnn"]
-
-MODELS = ("fcnn", "cnn", "resnet18")
+__all__ = ["BasicBlock", "ResNet18", "cnn", "count_parameters", "fcnn", "resnet18"]
 
 # inputs up to this many values per sample (MNIST's 784) get the authors' small FCNN
 _SMALL_INPUT = 28 * 28
 
 
-def fcnn(in_features: int, num_classes: int, hidden: Sequence[int]) -> nn.Sequential:
-    """Flatten, then Linear-ReLU for each width in ``hidden``, then a Linear head."""
+def _checked(shape: Sequence[int], num_classes: int) -> tuple[tuple[int, ...], int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be (C, H, W) with positive sizes, got {shape}")
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return shape, int(num_classes)
+
+
+def fcnn(
+    shape: Sequence[int], num_classes: int, hidden: Sequence[int] | None = None
+) -> nn.Sequential:
+    """Flatten, then Linear-ReLU for each width in ``hidden``, then a Linear head.
+
+    ``hidden`` defaults to the authors' (32, 32) for inputs of at most 784 values
+    (MNIST's), else (256, 128)."""
+    shape, num_classes = _checked(shape, num_classes)
+    width = math.prod(shape)
+    if hidden is None:
+        hidden = (32, 32) if width <= _SMALL_INPUT else (256, 128)
     layers: list[nn.Module] = [nn.Flatten()]
-    width = in_features
     for h in hidden:
         layers += [nn.Linear(width, int(h)), nn.ReLU()]
         width = int(h)
@@ -37,8 +56,10 @@ def fcnn(in_features: int, num_classes: int, hidden: Sequence[int]) -> nn.Sequen
     return nn.Sequential(*layers)
 
 
-def _cnn(shape: Sequence[int], num_classes: int) -> nn.Sequential:
-    c, h, w = shape
+def cnn(shape: Sequence[int], num_classes: int) -> nn.Sequential:
+    """conv(3×3, 32)-ReLU-maxpool(2), conv(3×3, 64)-ReLU-maxpool(2), then
+    Linear(64·⌊H/4⌋·⌊W/4⌋, 128)-ReLU-Linear(128, K)."""
+    (c, h, w), num_classes = _checked(shape, num_classes)
     if h < 4 or w < 4:
         raise ValueError(f"cnn needs images of at least 4x4 pixels, got {h}x{w}")
     return nn.Sequential(
@@ -100,36 +121,10 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
 
 
-def build_model(
-    name: str,
-    shape: Sequence[int],
-    num_classes: int,
-    *,
-    hidden: Sequence[int] | None = None,
-) -> nn.Module:
-    """The network ``name`` (one of :data:`MODELS`) for images of ``shape`` = (C, H, W).
-
-    ``hidden`` overrides the fcnn's hidden widths (default: (32, 32) for inputs of at
-    most 784 values, else (256, 128)); other models take no options.
-    """
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be (C, H, W) with positive sizes, got {shape}")
-    if int(num_classes) < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if hidden is not None and key != "fcnn":
-        raise ValueError(f"option 'hidden' only applies to fcnn, not {key}")
-    if key == "fcnn":
-        in_features = math.prod(shape)
-        if hidden is None:
-            hidden = (32, 32) if in_features <= _SMALL_INPUT else (256, 128)
-        return fcnn(in_features, int(num_classes), hidden)
-    if key == "cnn":
-        return _cnn(shape, int(num_classes))
-    return ResNet18(shape[0], int(num_classes))
+def resnet18(shape: Sequence[int], num_classes: int) -> ResNet18:
+    """The CIFAR-style ResNet-18 for ``shape[0]``-channel images of any size."""
+    (c, _, _), num_classes = _checked(shape, num_classes)
+    return ResNet18(c, num_classes)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

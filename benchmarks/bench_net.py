@@ -400,10 +400,10 @@ def overrides_for(model: str, name: str, n: int, args: argparse.Namespace) -> li
 
 
 def n_params(model: str) -> int:
-    from apts.models import build_model, count_parameters
+    from apts.models import count_parameters, fcnn
 
     shape = tuple(json.loads(MODELS[model]))
-    return count_parameters(build_model("fcnn", shape, 10))
+    return count_parameters(fcnn(shape, 10))
 
 
 # --------------------------------------------------------------------------- predictions

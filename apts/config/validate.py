@@ -6,6 +6,7 @@ wrong and how to fix it; the CLI prints it and exits with status 2.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -16,9 +17,8 @@ from typing import Any
 
 from apts.data.load import DATASETS
 from apts.errors import ConfigError
-from apts.models import MODELS
 from apts.runtime.world import torchrun_env
-from apts.training.loop import optimizer_factory
+from apts.training.loop import group_factory, needs
 
 # configs/ sits beside the package in a source checkout (editable install) and
 # inside it as apts/configs in a wheel.
@@ -76,17 +76,6 @@ warnings.filterwarnings(
     "ignore", message=r"\s*'hydra/launcher/submitit_\w+' is validated against ConfigStore"
 )
 DEVICES = ("cpu", "cuda", "auto")
-OPTIMIZERS = (
-    "sgd",
-    "adam",
-    "tr",
-    "apts",
-    "local_sgd",
-    "local_adam",
-    "diloco",
-    "prodigy",
-    "schedulefree_adamw",
-)
 
 
 def _get(cfg: Mapping, dotted: str) -> Any:
@@ -163,11 +152,12 @@ def validate(cfg: Mapping, choices: Mapping[str, Any] | None = None) -> None:
     _validate_run(cfg)
     _validate_dataset(cfg)
     _validate_launcher(cfg)
-    opt = _choice(cfg, "optimizer.name", OPTIMIZERS)
+    factory = check_optimizer(_get(cfg, "optimizer"))
     overlap = _get(cfg, "overlap")
-    if opt != "apts" and overlap > 0:
-        raise ConfigError(f"overlap={overlap} is only used by optimizer=apts; set overlap=0")
-    check_optimizer(_get(cfg, "optimizer"))
+    if overlap > 0 and not needs(factory, "uses_overlap"):
+        raise ConfigError(
+            f"overlap={overlap} is only used by optimizer=apts (overlapping shards); set overlap=0"
+        )
 
 
 def _validate_run(cfg: Mapping) -> None:
@@ -220,7 +210,7 @@ def _validate_dataset(cfg: Mapping) -> None:
     _optional(cfg, "dataset.data_dir", _text)
     if "val_size" in _get(cfg, "dataset"):  # runs made before the validation split lack it
         _val_size(cfg)
-    _choice(cfg, "model.name", MODELS)
+    check_target("model", _get(cfg, "model"), ("shape", "num_classes"))
 
 
 def _val_size(cfg: Mapping) -> None:
@@ -271,40 +261,51 @@ def check_known_keys(cfg: Mapping, choices: Mapping[str, Any]) -> None:
                 )
 
 
-def check_optimizer(ocfg: Mapping) -> None:
-    """Build the configured optimizer on a dummy parameter: its constructor checks every
-    option (ranges, unknown keys); a rejection becomes a one-line :class:`ConfigError`."""
+def check_target(group: str, gcfg: Mapping, given: tuple[str, ...]):
+    """Load a group's ``_target_`` and check its keys against the callee's signature: each
+    must be an argument (``given`` are the ones the runner passes) of its default's kind.
+    Returns the factory (see :func:`group_factory`) and the signature's parameters."""
     import inspect
 
-    import torch
     from omegaconf import OmegaConf
 
-    name = ocfg["name"]
-    plain = OmegaConf.to_container(ocfg, resolve=True) if OmegaConf.is_config(ocfg) else ocfg
+    name = _text(gcfg, "name")
+    plain = OmegaConf.to_container(gcfg, resolve=True) if OmegaConf.is_config(gcfg) else gcfg
     try:
-        factory = optimizer_factory(dict(plain))
+        factory = group_factory(dict(plain))
     except Exception as e:  # Hydra: a _target_ that does not import
         raise ConfigError(
-            f"optimizer={name}: cannot load optimizer._target_: {_first_line(e)}"
+            f"{group}={name}: cannot load {group}._target_: {_first_line(e)}"
         ) from None
     params = inspect.signature(factory.func).parameters
     unknown = sorted(set(factory.keywords) - set(params))
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         from apts.config.doc import did_you_mean, owners
 
-        options = [k for k in params if k not in ("params", "comm")]
-        key = f"optimizer.{unknown[0]}"
+        options = [k for k in params if k not in given]
+        key = f"{group}.{unknown[0]}"
         elsewhere = [o for o in owners(key) if o != name]
         hint = (
-            f" (it belongs to optimizer={', '.join(elsewhere)})"
+            f" (it belongs to {group}={', '.join(elsewhere)})"
             if elsewhere
             else did_you_mean(unknown[0], options)
         )
         raise ConfigError(
-            f"{key} is not an option of optimizer={name}{hint}; its options: {', '.join(options)}"
+            f"{key} is not an option of {group}={name}{hint}; its options: {', '.join(options)}"
         )
     for key, value in factory.keywords.items():
-        _check_type(f"optimizer.{key}", value, params[key].default)
+        _check_type(f"{group}.{key}", value, params[key].default)
+    return factory, params
+
+
+def check_optimizer(ocfg: Mapping) -> functools.partial:
+    """Build the configured optimizer on a dummy parameter: its constructor checks every
+    option (ranges, unknown keys); a rejection becomes a one-line :class:`ConfigError`.
+    Returns the optimizer's factory."""
+    import torch
+
+    name = ocfg["name"]
+    factory, params = check_target("optimizer", ocfg, ("params", "comm"))
     try:
         with _no_dynamo_import():
             factory([torch.zeros(1, requires_grad=True)])
@@ -320,6 +321,7 @@ def check_optimizer(ocfg: Mapping) -> None:
         key = msg.split("=", 1)[0] if "=" in msg else ""
         where = f"optimizer.{msg}" if key in factory.keywords else f"optimizer={name}: {msg}"
         raise ConfigError(f"{where}; fix it with optimizer.<key>=<value>") from None
+    return factory
 
 
 @contextmanager

@@ -120,6 +120,9 @@ class APTS(FlatLSR1Optimizer):
     the accepted point. ``last_info`` holds the step's diagnostics.
     """
 
+    # Its ranks' shards of a mini-batch may overlap (the runner's ``overlap``, APTS.md ω).
+    uses_overlap = True
+
     _memories = ("global_lsr1", "local_lsr1")
 
     def __init__(

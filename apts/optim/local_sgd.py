@@ -82,6 +82,9 @@ class _LocalAveraging:
     empty, and a counter there would make it skip that.)
     """
 
+    # It averages the parameters itself (a ``comm``, no DDP); step() needs no closure.
+    requires_comm = True
+
     comm: Any
     sync_every: int
 

@@ -281,6 +281,11 @@ class FlatLSR1Optimizer(Optimizer):
         set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
     """
 
+    # What a runner must give it: step(closure) (the loss of this rank's shard, re-evaluated
+    # at trial points), and the collectives it issues itself (a ``comm``, no DDP).
+    requires_closure = True
+    requires_comm = True
+
     _memories: tuple[str, ...] = ()  # names of the L-SR1 memories in the state
 
     def __init__(self, params: Any, defaults: dict[str, Any], comm: Communicator) -> None:

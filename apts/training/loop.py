@@ -28,12 +28,13 @@ the kept point itself went bad.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,36 +43,47 @@ import torch.nn.functional as F
 
 from apts.data.dataset import Dataset, augment, epoch_permutation, minibatches, shard, to_float
 from apts.errors import Diverged, Interrupted, one_line
-from apts.models import build_model, count_parameters
+from apts.models import count_parameters
 from apts.runtime.lifecycle import received_signal
 from apts.training.checkpoint import gather_checkpoint, restore, save_checkpoint
 from apts.training.comm import Comm
 from apts.training.logger import RunLogger
 
-CLOSURE_OPTIMIZERS = ("tr", "apts")
 # metrics.jsonl keys that are clock readings: everything else repeats exactly for a seed
 TIMING_KEYS = ("wall_s", "elapsed_s", "fwd_bwd_s", "comm_s")
 
 
-def optimizer_factory(ocfg: dict) -> Callable[..., torch.optim.Optimizer]:
-    """``params -> optimizer`` from the ``optimizer`` config group (Hydra's ``instantiate``).
-
-    The group's ``_target_`` names the class and every other key except ``name`` (the
-    runner's label) is a constructor argument, declared nowhere else: the constructors
-    check their ranges and reject unknown keys.
-    """
+def group_factory(gcfg: Mapping) -> functools.partial:
+    """The ``_target_`` of a config group (``optimizer``, ``model``) with its options bound
+    (Hydra's ``instantiate``, partial): every key except ``name`` (the runner's label) is
+    an argument, declared nowhere else; the callee checks its ranges and rejects unknown
+    keys. The runner adds what only it knows: the parameters and ``comm``; the data's
+    ``shape`` and ``num_classes``."""
     from hydra.utils import instantiate
 
-    args = {k: v for k, v in ocfg.items() if k != "name"}
+    args = {k: v for k, v in gcfg.items() if k != "name"}
     return instantiate({**args, "_partial_": True}, _convert_="all")
 
 
-def communicates_itself(factory: Callable[..., torch.optim.Optimizer]) -> bool:
-    """Whether the optimizer issues its own (counted) collectives: it takes ``comm``.
-    Those that do not are the data-parallel baselines, wrapped in DDP."""
-    import inspect
+def optimizer_factory(ocfg: Mapping) -> Callable[..., torch.optim.Optimizer]:
+    """``params -> optimizer`` from the ``optimizer`` config group."""
+    return group_factory(ocfg)
 
-    return "comm" in inspect.signature(factory.func).parameters
+
+def needs(factory: functools.partial, what: str) -> bool:
+    """What the optimizer class says it needs, by a class attribute: ``requires_closure``
+    (``step(closure)``), ``requires_comm`` (it issues its own collectives; the others are
+    the data-parallel baselines, wrapped in DDP), ``uses_overlap`` (overlapping shards)."""
+    return bool(getattr(factory.func, what, False))
+
+
+def communicates_itself(factory: functools.partial) -> bool:
+    return needs(factory, "requires_comm")
+
+
+def build_model(mcfg: Mapping, shape, num_classes: int) -> torch.nn.Module:
+    """The network of the ``model`` config group for the data's ``shape`` = (C, H, W)."""
+    return group_factory(mcfg)(shape=tuple(shape), num_classes=int(num_classes))
 
 
 def build_optimizer(ocfg: dict, model: torch.nn.Module, comm: Comm) -> torch.optim.Optimizer:
@@ -175,7 +187,7 @@ def build(cfg: dict, ds: Dataset) -> Setup:
         device = torch.device("cuda", torch.cuda.current_device())
     comm = Comm()
     torch.manual_seed(cfg["seed"])
-    model = build_model(cfg["model"]["name"], ds.shape, ds.num_classes).to(device)
+    model = build_model(cfg["model"], ds.shape, ds.num_classes).to(device)
     factory = optimizer_factory(cfg["optimizer"])
     net = model
     if not communicates_itself(factory) and comm.world_size > 1:
@@ -192,9 +204,8 @@ def build(cfg: dict, ds: Dataset) -> Setup:
         net.register_comm_hook(comm, Comm.ddp_hook)
         settle_ddp_buckets(net, model, ds.shape, device, comm)
     opt = build_optimizer(cfg["optimizer"], model, comm)
-    name = cfg["optimizer"]["name"]
-    overlap = cfg["overlap"] if name == "apts" else 0.0
-    return Setup(model, net, opt, comm, device, name in CLOSURE_OPTIMIZERS, overlap)
+    overlap = cfg["overlap"] if needs(factory, "uses_overlap") else 0.0
+    return Setup(model, net, opt, comm, device, needs(factory, "requires_closure"), overlap)
 
 
 def settle_ddp_buckets(net, model: torch.nn.Module, shape, device, comm: Comm) -> None:
