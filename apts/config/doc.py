@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from apts.config.validate import CONFIG_DIR
+from apts.config.paths import CONFIG_DIR
 
 # groups in the order the help lists them; hydra/launcher's keys live under hydra.launcher
 GROUPS = ("dataset", "model", "optimizer", "launcher", "hydra/launcher", "experiment")

@@ -12,21 +12,15 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from apts.config.doc import did_you_mean, help_template, owners, unknown_key
+from apts.config.paths import CONFIG_DIR
 from apts.data.load import DATASETS
 from apts.errors import ConfigError
 from apts.runtime.world import torchrun_env
 from apts.training.loop import group_factory, needs
 
-# configs/ sits beside the package in a source checkout (editable install) and
-# inside it as apts/configs in a wheel.
-_HERE = Path(__file__).resolve().parents[1]  # the apts package
-CONFIG_DIR = next(
-    (p for p in (_HERE.parent / "configs", _HERE / "configs") if (p / "train.yaml").is_file()),
-    _HERE / "configs",
-)
 GROUPS = ("dataset", "model", "optimizer", "launcher", "experiment")
 
 
@@ -52,8 +46,6 @@ def _register_resolvers() -> None:
 
 def _help_template() -> str:
     """``${apts_help:}``: hydra.help.template (``apts-train --help``), see apts.config.doc."""
-    from apts.config.doc import help_template
-
     return help_template()
 
 
@@ -243,8 +235,6 @@ def check_known_keys(cfg: Mapping, choices: Mapping[str, Any]) -> None:
 
     base = OmegaConf.load(CONFIG_DIR / "train.yaml")
     top = {k for k in base if k not in ("defaults", "hydra")} | set(GROUPS)
-    from apts.config.doc import unknown_key
-
     for key in cfg:
         if key not in top and key != "hydra":
             raise ConfigError(unknown_key(key, dict(choices)))
@@ -280,8 +270,6 @@ def check_target(group: str, gcfg: Mapping, given: tuple[str, ...]):
     params = inspect.signature(factory.func).parameters
     unknown = sorted(set(factory.keywords) - set(params))
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        from apts.config.doc import did_you_mean, owners
-
         options = [k for k in params if k not in given]
         key = f"{group}.{unknown[0]}"
         elsewhere = [o for o in owners(key) if o != name]

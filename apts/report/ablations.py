@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from apts.config.doc import CONFIG_DIR
 from apts.report.formatting import (
     file_slug,
     format_count,
@@ -134,8 +135,6 @@ def factor_defaults(study: str, factors: list[str], optimizers: list[str]) -> tu
     ``study`` is ``study``) sets, else the optimizer's config, else train.yaml; None when a
     factor has no default there (or the configs are not at hand)."""
     from omegaconf import OmegaConf
-
-    from apts.config.doc import CONFIG_DIR
 
     def load(path: Path) -> dict:
         if not path.is_file():

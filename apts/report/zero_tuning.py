@@ -20,7 +20,9 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
+from apts.config.paths import CONFIG_DIR
 from apts.report.communication import budget_of
 from apts.report.formatting import format_count, markdown_table
 from apts.report.groups import OPT_NAMES, Group
@@ -41,10 +43,6 @@ HEADER = ["configuration", "\\|B\\|", "final val acc (%)", "final test acc (%)",
 @cache
 def optimizer_defaults(name: str) -> dict[str, Any] | None:
     """The ``optimizer`` block of ``configs/optimizer/<name>.yaml`` (None: no such file)."""
-    from omegaconf import OmegaConf
-
-    from apts.config.validate import CONFIG_DIR
-
     path = CONFIG_DIR / "optimizer" / f"{name}.yaml"
     if not path.is_file():
         return None
