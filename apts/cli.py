@@ -7,7 +7,7 @@ the job(s). Each job claims its run directory (:mod:`apts.rundir.claim`), decide
 start, resume or skip, and hands the resolved config to :mod:`apts.runtime.launch`.
 
 - A single run exits with the job's code: 0, 1 (failed), 2 (bad input), 3 (diverged),
-  130/143 (interrupted), after one line on stderr.
+  129/130/143 (interrupted by SIGHUP/SIGINT/SIGTERM), after one line on stderr.
 - A sweep (``-m``) goes on past failed jobs (each records its failure in its directory)
   and ends with one line listing them and exit code 1; a signal stops the whole sweep.
 - ``apts-train resume=DIR [epochs=N]`` continues the run in DIR with DIR's config.
@@ -29,17 +29,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from apts.config.precheck import precheck
 from apts.config.validate import CONFIG_DIR, validate
-from apts.errors import ConfigError, RunDirError
-from apts.rundir.claim import claim, record_outcome, saved_config
+from apts.errors import ConfigError, Interrupted, RunDirError
+from apts.rundir.claim import RESUMABLE_KEYS, inspect_dir, saved_config
 from apts.rundir.format import LOCK, read_summary
-from apts.runtime.launch import LaunchResult, launch
-from apts.runtime.lifecycle import EXIT_CONFIG, EXIT_FAILED, exit_rank
-from apts.runtime.world import join_world, submitit_world, torchrun_env, under_submitit
+from apts.runtime.job import run_job
+from apts.runtime.lifecycle import exit_rank, install_signal_handlers
+from apts.runtime.outcome import EXIT_BAD_INPUT, EXIT_CODES, Outcome, Status, record
+from apts.runtime.world import submitit_world, torchrun_env, under_submitit
 
 PROG = "apts-train"
 
 
-def _fail(msg: str, code: int = EXIT_CONFIG) -> None:
+def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
     print(f"{PROG}: error: {msg}", file=sys.stderr)
     sys.exit(code)
 
@@ -72,24 +73,6 @@ def _discard_if_empty(run_dir: Path) -> None:
         pass
 
 
-def run_job(cfg: dict[str, Any], run_dir: str, overrides: list[str] | None = None) -> LaunchResult:
-    """Claim ``run_dir``, then start, resume or skip the run there (see
-    :func:`apts.rundir.plan_run`) and launch it. Never raises for a run that failed."""
-    env = torchrun_env()
-    if env is not None:
-        return join_world(cfg, run_dir, env, overrides)
-    try:
-        lock, plan = claim(run_dir, cfg, overrides)
-    except RunDirError as e:
-        return LaunchResult(EXIT_CONFIG, "failed", str(e), claimed=False)
-    try:
-        if plan.action == "skip":
-            return LaunchResult(status="skipped", final={"note": plan.note})
-        return launch(cfg, run_dir, plan)
-    finally:
-        lock.release()
-
-
 # The jobs of this sweep that did not complete: directory name -> one-line description.
 _failed_jobs: dict[str, str] = {}
 
@@ -106,14 +89,17 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
         validate(resolved, hc.runtime.choices)
+        out = run_job(resolved, str(run_dir), list(hc.overrides.task))
     except ConfigError as e:
-        result = LaunchResult(EXIT_CONFIG, "failed", str(e))
-    else:
-        result = run_job(resolved, str(run_dir), list(hc.overrides.task))
-    return _job_end(result, run_dir, multirun, hc.job.override_dirname or "")
+        out = Outcome.failed(str(e), bad_input=True)
+    except Interrupted:  # before the run started: nothing to keep
+        if not multirun:
+            _discard_if_empty(run_dir)
+        raise
+    return _job_end(out, run_dir, multirun, hc.job.override_dirname or "")
 
 
-def _job_end(result: LaunchResult, run_dir: Path, multirun: bool, label: str) -> dict[str, Any]:
+def _job_end(out: Outcome, run_dir: Path, multirun: bool, label: str) -> dict[str, Any]:
     """Report a job: a single run exits with its code, a sweep's job records its failure
     and lets the sweep go on (a signal stops the sweep).
 
@@ -122,33 +108,31 @@ def _job_end(result: LaunchResult, run_dir: Path, multirun: bool, label: str) ->
     reads each job's outcome from its directory (:class:`SweepReport`)."""
     env = torchrun_env()
     if env is not None and under_submitit():
-        # leave through os._exit once submitit has pickled the result (see apts.runtime.lifecycle:
-        # gloo's threads may abort a normal interpreter exit); the outcome is in run_dir
+        # leave through os._exit once submitit has pickled the result (see
+        # apts.runtime.lifecycle: gloo's threads may abort a normal interpreter exit); the
+        # outcome is in run_dir
         atexit.register(exit_rank, 0)
         if env["rank"] != 0:
-            return {"status": result.status, "dir": str(run_dir), "rank": env["rank"]}
+            return {"status": out.status.value, "dir": str(run_dir), "rank": env["rank"]}
     elif env is not None:
-        if result.error and env["rank"] == 0:
-            print(f"{PROG}: error: {result.error}", file=sys.stderr)
-        exit_rank(result.exit_code)
-    if result.status == "skipped":
-        print(f"{PROG}: {run_dir}: {result.final.get('note')}; skipped", file=sys.stderr)
-        return {"status": "skipped", "dir": str(run_dir)}
-    if result.error is None:
-        return {"status": result.status, "dir": str(run_dir), **result.final}
-    if (not multirun or result.status == "interrupted") and not under_submitit():
-        if result.exit_code == EXIT_CONFIG and not multirun and result.claimed:
+        if not out.ok and env["rank"] == 0:
+            print(f"{PROG}: error: {out.message}", file=sys.stderr)
+        exit_rank(out.exit_code)
+    if out.status is Status.SKIPPED:
+        print(f"{PROG}: {run_dir}: {out.reason}; skipped", file=sys.stderr)
+        return {"status": out.status.value, "dir": str(run_dir)}
+    if out.ok:
+        return {"status": out.status.value, "dir": str(run_dir), **out.fields}
+    if (not multirun or out.status is Status.INTERRUPTED) and not under_submitit():
+        if out.bad_input and not multirun:
             _discard_if_empty(run_dir)
         what = f"job {label}: " if multirun else ""
-        _fail(f"{what}{result.error}", result.exit_code)
-    if result.claimed and result.exit_code == EXIT_CONFIG:
-        try:  # failed before any rank started: nobody else recorded it
-            record_outcome(run_dir, result.status, result.error)
-        except RunDirError:
-            pass
-    _failed_jobs[run_dir.name] = f"{label or run_dir.name} ({result.status}: {result.error})"
-    print(f"{PROG}: error: job {label or run_dir}: {result.error}", file=sys.stderr)
-    return {"status": result.status, "dir": str(run_dir), "error": result.error}
+        _fail(f"{what}{out.message}", out.exit_code)
+    if out.bad_input and not inspect_dir(run_dir).has_results:
+        record(run_dir, out)  # a sweep's job that could not start: said in its folder
+    _failed_jobs[run_dir.name] = f"{label or run_dir.name} ({out.status.value}: {out.message})"
+    print(f"{PROG}: error: job {label or run_dir}: {out.message}", file=sys.stderr)
+    return {"status": out.status.value, "dir": str(run_dir), "error": out.message}
 
 
 class SweepReport(Callback):
@@ -167,21 +151,22 @@ class SweepReport(Callback):
 # ---------------------------------------------------------------------------- resume
 
 
+def _resumable(key: str) -> bool:
+    """A key a resume may change: how the run is watched, not what it computes."""
+    return key.split(".")[0] in RESUMABLE_KEYS and key.split(".")[0] not in ("resume", "out_dir")
+
+
 def _resume_main(argv: list[str]) -> None:
-    """``apts-train resume=DIR [epochs=N]``: continue the run in DIR with DIR's config."""
+    """``apts-train resume=DIR [epochs=N] [progress=...] [launcher.*=...]``: continue the
+    run in DIR with DIR's config; only keys that do not change its results may change."""
     target = next(a.split("=", 1)[1] for a in argv if a.startswith("resume="))
-    epochs = None
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key == "resume":
-            continue
-        if key == "epochs" and value.isdigit():
-            epochs = int(value)
-            continue
-        _fail(
-            f"resume={target} continues that run with its own config; only epochs=N may "
-            f"change (got '{arg}')"
-        )
+    changes = [a for a in argv if not a.startswith("resume=")]
+    for arg in changes:
+        if not _resumable(arg.partition("=")[0]):
+            _fail(
+                f"resume={target} continues that run with its own config; only epochs, "
+                f"progress and launcher.* may change (got '{arg}')"
+            )
     run_dir = Path(target)
     try:
         cfg = saved_config(run_dir)
@@ -189,21 +174,30 @@ def _resume_main(argv: list[str]) -> None:
         _fail(str(e))
     if cfg is None:
         _fail(f"nothing to resume in {run_dir}: it holds no run (no config.yaml)")
-    if epochs is not None:
-        cfg["epochs"] = epochs
     try:
+        conf = OmegaConf.create(cfg)
+        for arg in changes:
+            key = arg.partition("=")[0]
+            if OmegaConf.select(conf, key, default=_MISSING) is _MISSING:
+                raise ConfigError(f"unknown config key '{key}'; see {run_dir / 'config.yaml'}")
+            conf = OmegaConf.merge(conf, OmegaConf.from_dotlist([arg]))
+        cfg = OmegaConf.to_container(conf)
         validate({**cfg, "resume": None})
     except ConfigError as e:
         _fail(str(e))
+    except Exception as e:  # a value OmegaConf cannot parse
+        _fail(f"cannot parse the command line: {' '.join(str(e).split())}")
     cfg["resume"] = str(run_dir)
-    result = run_job(cfg, str(run_dir))
-    _job_end(result, run_dir, False, "")
+    out = run_job(cfg, str(run_dir))
+    _job_end(out, run_dir, False, "")
     if torchrun_env() is None:
-        sys.exit(result.exit_code)
+        sys.exit(out.exit_code)
 
 
-def main() -> None:
-    argv = sys.argv[1:]
+_MISSING = object()
+
+
+def _main(argv: list[str]) -> None:
     if any(a.startswith("resume=") and a not in ("resume=auto", "resume=null") for a in argv):
         _resume_main(argv)
         return
@@ -216,7 +210,21 @@ def main() -> None:
     if _failed_jobs:
         n = len(_failed_jobs)
         listed = "; ".join(_failed_jobs.values())
-        _fail(f"{n} job{'s' if n > 1 else ''} did not complete: {listed}", EXIT_FAILED)
+        _fail(
+            f"{n} job{'s' if n > 1 else ''} did not complete: {listed}", EXIT_CODES[Status.FAILED]
+        )
+
+
+def main() -> None:
+    """A stop signal (SIGTERM, SIGINT, SIGHUP) before a run has started (the checks, the
+    data loading) ends the command in one line with 128 + its number; once runs are
+    going, they handle it (:mod:`apts.runtime.launch`)."""
+    install_signal_handlers()
+    try:
+        _main(sys.argv[1:])
+    except Interrupted as e:
+        out = Outcome.interrupted(e.signum)
+        _fail(out.message, out.exit_code)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ class Diverged(Exception):
 
 
 class Interrupted(BaseException):
-    """Raised in a rank's main thread by SIGTERM/SIGINT. A BaseException, like
-    KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+    """Raised in the main thread by a stop signal (SIGTERM, SIGINT, SIGHUP). A
+    BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
 
     def __init__(self, signum: int):
         super().__init__(f"stopped by {signal.Signals(signum).name}")

@@ -25,8 +25,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from apts.config.validate import CONFIG_DIR, validate
-from apts.rundir.claim import Plan
-from apts.runtime.launch import launch
+from apts.runtime.job import run_job
 
 
 def run_one(model: str, optimizer: str, n: int, n_train: int, batch: int) -> dict:
@@ -46,10 +45,10 @@ def run_one(model: str, optimizer: str, n: int, n_train: int, batch: int) -> dic
         cfg = compose(config_name="train", overrides=overrides)
     validate(cfg)
     with tempfile.TemporaryDirectory() as d:
-        result = launch(OmegaConf.to_container(cfg, resolve=True), d, Plan("fresh"))
-    if result.error:
-        raise SystemExit(f"bench: {model}/{optimizer}/N={n} failed: {result.error}")
-    m = result.final
+        out = run_job(OmegaConf.to_container(cfg, resolve=True), f"{d}/run")
+    if not out.ok:
+        raise SystemExit(f"bench: {model}/{optimizer}/N={n} failed: {out.message}")
+    m = out.fields
     return {
         "model": model,
         "optimizer": optimizer,

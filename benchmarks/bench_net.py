@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from apts.report.netcost import Link, collectives_time, project
+from apts.runtime.lifecycle import STOP_SIGNALS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -615,7 +616,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_on_sigterm(signum: int, frame: Any) -> None:
+def _raise_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # run the finally blocks: namespaces are removed
 
 
@@ -734,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
             methods.append(name)
         else:
             print(f"{PROG}: {name}: no configs/optimizer/{METHODS[name].config}.yaml, skipped")
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    for sig in STOP_SIGNALS:  # SIGTERM, SIGINT, SIGHUP (a closed terminal) alike
+        signal.signal(sig, _raise_on_signal)
     try:
         result = analyse(bench(args, methods))
     except BenchError as e:

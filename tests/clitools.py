@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from apts.training.loop import TIMING_KEYS
 
@@ -39,8 +42,11 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float
     )
 
 
-def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``python -m apts.cli args`` in the background (stdout/stderr piped)."""
+def start_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, session: bool = False
+) -> subprocess.Popen:
+    """Start ``python -m apts.cli args`` in the background (stdout/stderr piped);
+    ``session``: in a session of its own, so that a signal can reach its whole group."""
     return subprocess.Popen(
         [sys.executable, "-m", "apts.cli", *args],
         cwd=cwd,
@@ -48,7 +54,25 @@ def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
         stderr=subprocess.PIPE,
         text=True,
         env=_env(env),
+        start_new_session=session,
     )
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, *options: str, size: str = "256k"):
+    """A small tmpfs at ``path`` (root only; the test is skipped where mounting is not
+    allowed)."""
+    path.mkdir()
+    opts = ",".join((f"size={size}", *options))
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def strict_json(text: str):
@@ -69,19 +93,9 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def without_timings(rows: list[dict]) -> list[dict]:
-    """Rows without wall-clock figures, for run-to-run comparison. The bytes of the
-    checkpoint gathers go too: they are pickle sizes, which may differ by a few bytes
-    between a resumed and an uninterrupted run holding equal state."""
-    out = []
-    for r in rows:
-        r = {k: v for k, v in r.items() if k not in TIMING_KEYS}
-        for key in ("comm_by_kind", "comm_by_kind_total"):
-            if key in r:
-                kinds = {k: dict(v) for k, v in r[key].items()}
-                kinds.get("bytes", {}).pop("checkpoint", None)
-                r[key] = kinds
-        out.append(r)
-    return out
+    """Rows without wall-clock figures, for run-to-run comparison (everything else,
+    ``comm_by_kind`` included, repeats exactly)."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 def error_lines(stderr: str) -> list[str]:

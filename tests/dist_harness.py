@@ -15,8 +15,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from apts.runtime.launch import init_rank, rendezvous_file
+from apts.runtime.launch import init_rank
 from apts.runtime.lifecycle import exit_rank
+from apts.runtime.rendezvous import rendezvous_dir
 
 
 def _entry(rank: int, n: int, rdzv: str, out_dir: str, fn, args) -> None:
@@ -31,7 +32,8 @@ def _entry(rank: int, n: int, rdzv: str, out_dir: str, fn, args) -> None:
 
 
 def run_ranks(fn, n: int, *args) -> list:
-    with tempfile.TemporaryDirectory() as out, rendezvous_file() as rdzv:
+    with tempfile.TemporaryDirectory() as out, rendezvous_dir() as job:
+        rdzv = f"file://{job}/store"
         mp.start_processes(_entry, args=(n, rdzv, out, fn, args), nprocs=n, start_method="spawn")
         return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(n)]
 

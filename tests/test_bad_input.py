@@ -7,13 +7,12 @@ Hydra); one case per class also runs the real CLI.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
-from pathlib import Path
+import sys
 
 import pytest
-from clitools import SMALL, cli, error_lines, read_summary
+from clitools import SMALL, cli, error_lines, read_summary, tmpfs
 
 from apts.config.precheck import precheck
 from apts.config.validate import CONFIG_DIR, local_rank_limit
@@ -105,7 +104,62 @@ CASES = {
         (["-m", "epochs=1,x"], "epochs='x' must be an integer"),
         (["-m", "epochs=interval(1,3)"], "only comma-separated sweeps"),
     ],
+    # numbers torch takes but nothing can train with
+    "non-finite": [
+        (["optimizer=sgd", "optimizer.lr=nan"], "optimizer.lr=nan must be a finite number"),
+        (["optimizer=sgd", "optimizer.lr=inf"], "optimizer.lr=inf must be a finite number"),
+        (["optimizer=sgd", "optimizer.momentum=nan"], "optimizer.momentum=nan"),
+        (["optimizer=sgd", "optimizer.weight_decay=inf"], "optimizer.weight_decay=inf"),
+        (["optimizer=sgd", "+optimizer.dampening=nan"], "optimizer.dampening=nan"),
+        (["optimizer=adam", "optimizer.lr=-inf"], "optimizer.lr=-inf"),
+        (["optimizer=adam", "optimizer.weight_decay=nan"], "optimizer.weight_decay=nan"),
+        (["optimizer=adam", "optimizer.betas=[nan,0.999]"], "optimizer.betas=[nan, 0.999]"),
+        (["optimizer=local_adam", "optimizer.lr=nan"], "optimizer.lr=nan"),
+    ],
 }
+
+
+# the environment of a process that is not started by torchrun/SLURM, or badly
+ENVIRONMENTS = [
+    ({"WORLD_SIZE": "two", "RANK": "0"}, "WORLD_SIZE='two'"),
+    ({"WORLD_SIZE": "2", "RANK": "first"}, "RANK='first'"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "x"}, "LOCAL_RANK='x'"),
+    ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK='5'"),
+    ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR"),  # a stale RANK in a shell
+    ({"OMP_NUM_THREADS": ""}, "OMP_NUM_THREADS=''"),
+    ({"OMP_NUM_THREADS": "abc"}, "OMP_NUM_THREADS='abc'"),
+    ({"OMP_NUM_THREADS": "0"}, "OMP_NUM_THREADS='0'"),
+]
+WORLD_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS")
+
+
+@pytest.mark.parametrize(
+    "env,fragment",
+    ENVIRONMENTS,
+    ids=[" ".join(f"{k}={v}" for k, v in e.items()) for e, _ in ENVIRONMENTS],
+)
+def test_a_bad_environment_is_one_line(monkeypatch, env, fragment):
+    for key in WORLD_VARS:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as e:
+        _check(["subdomains=2"])
+    assert fragment in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_bad_environment_in_the_cli_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in WORLD_VARS}
+    r = subprocess.run(
+        [sys.executable, "-m", "apts.cli", *SMALL, f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env, "WORLD_SIZE": "two", "RANK": "0"},
+        timeout=300,
+    )
+    _assert_one_line(r, "WORLD_SIZE='two'")
+    assert not (tmp_path / "run").exists()
 
 
 def _check(argv: list[str]) -> None:
@@ -152,6 +206,22 @@ def test_the_cli_prints_one_line_and_starts_nothing(tmp_path, argv, fragment):
     assert not (tmp_path / "run").exists()
 
 
+# what is only found when the data is read: checked before the run directory is claimed
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["dataset.n_train=1"], "training samples"),
+        ([f"hydra.run.dir=/tmp/{'x' * 300}/run"], "File name too long"),
+    ],
+    ids=["one-training-sample", "path-too-long"],
+)
+def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, argv, fragment):
+    run = tmp_path / "run"
+    r = cli(*SMALL, "subdomains=2", f"hydra.run.dir={run}", *argv, cwd=tmp_path)
+    _assert_one_line(r, fragment)
+    assert not run.exists()
+
+
 def test_run_directory_that_is_a_file_or_under_one(tmp_path):
     (tmp_path / "afile").write_text("x")
     for where, fragment in [("afile", "is a file"), ("afile/run", "is a file, not a directory")]:
@@ -160,25 +230,9 @@ def test_run_directory_that_is_a_file_or_under_one(tmp_path):
     assert (tmp_path / "afile").read_text() == "x"
 
 
-@contextlib.contextmanager
-def _tmpfs(path: Path, *options: str):
-    """A small tmpfs at ``path`` (root only; skip where mounting is not allowed)."""
-    path.mkdir()
-    opts = ",".join(("size=256k", *options))
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def test_a_read_only_filesystem_is_one_line(tmp_path):
-    with _tmpfs(tmp_path / "ro", "ro"):
+    with tmpfs(tmp_path / "ro", "ro"):
         r = cli(*SMALL, "epochs=1", f"hydra.run.dir={tmp_path}/ro/run", cwd=tmp_path)
         _assert_one_line(r, "not writable")
 
@@ -186,7 +240,7 @@ def test_a_read_only_filesystem_is_one_line(tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def test_a_full_disk_fails_the_run_in_one_line_with_no_temp_files(tmp_path):
     # config.yaml fits in 256 kB, the first checkpoint (~0.5 MB for the fcnn) does not
-    with _tmpfs(tmp_path / "small") as small:
+    with tmpfs(tmp_path / "small") as small:
         run = small / "run"
         r = cli(*SMALL, "epochs=2", "subdomains=2", f"hydra.run.dir={run}", cwd=tmp_path)
         assert r.returncode == 1, r.stderr[-3000:]
@@ -195,3 +249,62 @@ def test_a_full_disk_fails_the_run_in_one_line_with_no_temp_files(tmp_path):
         assert "Traceback" not in r.stderr
         assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
         assert read_summary(run)["status"] == "failed"
+
+
+# the other commands: one line and exit code 2 for every option that cannot work
+def _one_line_exit_2(capsys, run) -> str:
+    try:
+        code = run()
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--target", "-5"], "--target"),
+        (["--target", "0"], "--target"),
+        (["--target", "100.5"], "--target"),
+        (["--title", ""], "--title"),
+        (["--out", "{file}"], "is a file"),
+        (["--out", "{file}/report"], "is a file"),
+    ],
+    ids=[
+        "target-negative",
+        "target-zero",
+        "target-above-100",
+        "empty-title",
+        "out-file",
+        "out-under-file",
+    ],
+)
+def test_apts_report_options_are_checked(tmp_path, capsys, args, fragment):
+    from apts.report.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    args = [a.replace("{file}", str(tmp_path / "afile")) for a in args]
+    line = _one_line_exit_2(capsys, lambda: main([str(tmp_path), *args]))
+    assert line.startswith("apts-report: error:") and fragment in line, line
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--presets", "no_such_preset"], "no_such_preset"),
+        (["--presets", "smoke", "--out", "{file}"], "is a file"),
+        (["--presets", "smoke", "--out", "{file}/x"], "is a file"),
+    ],
+    ids=["unknown-preset", "out-file", "out-under-file"],
+)
+def test_reproduce_options_are_checked(tmp_path, capsys, args, fragment):
+    from apts.experiments.reproduce import main
+
+    (tmp_path / "afile").write_text("x")
+    args = [a.replace("{file}", str(tmp_path / "afile")) for a in args]
+    line = _one_line_exit_2(capsys, lambda: main(args))
+    assert line.startswith("reproduce: error:") and fragment in line, line
+    assert not (tmp_path / "afile").is_dir()

@@ -120,10 +120,24 @@ def jobs_of(argv_overrides: list[str], multirun: bool) -> list[list[str]]:
         raise ConfigError(f"cannot expand the sweep: {_one_line(e)}") from None
 
 
+def _name_max() -> int:
+    return os.pathconf("/", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+
+
+def _path_max() -> int:
+    return os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+
+
 def check_writable(path: Path) -> None:
     """``path`` can be created as a directory: its nearest existing ancestor is a
     writable directory (a file in the way or a read-only filesystem fail here)."""
     p = path.absolute()
+    longest = max(p.parts, key=len)
+    if len(longest) > _name_max() or len(str(p)) >= _path_max():
+        raise ConfigError(
+            f"cannot create run directory {p}: File name too long (at most {_name_max()} "
+            f"characters a name, {_path_max() - 1} the path); choose a shorter directory"
+        )
     if p.exists() and not p.is_dir():
         raise ConfigError(f"run directory {p} is a file; choose another directory")
     anc = p

@@ -152,6 +152,18 @@ def validate(cfg: Mapping, choices: Mapping[str, Any] | None = None) -> None:
         )
 
 
+def check_environment() -> None:
+    """The environment variables the runner reads: ``OMP_NUM_THREADS`` (threads per rank),
+    and the torchrun/SLURM world (:func:`apts.runtime.world.torchrun_env`)."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is not None and not (threads.strip().isdigit() and int(threads) >= 1):
+        raise ConfigError(
+            f"OMP_NUM_THREADS={threads!r} in the environment must be a positive integer; "
+            "unset it (each rank then takes its share of the cores) or set e.g. OMP_NUM_THREADS=1"
+        )
+    torchrun_env()
+
+
 def _validate_run(cfg: Mapping) -> None:
     _int(cfg, "epochs")
     seed = _int(cfg, "seed", lo=0)
@@ -216,6 +228,7 @@ def _val_size(cfg: Mapping) -> None:
 
 
 def _validate_launcher(cfg: Mapping) -> None:
+    check_environment()
     _num(cfg, "launcher.timeout_s", 0.0, math.inf, True)
     _num(cfg, "launcher.heartbeat_s", 1.0, math.inf)
     _optional(cfg, "launcher.master_addr", _text)
@@ -290,6 +303,7 @@ def check_optimizer(ocfg: Mapping) -> functools.partial:
     """Build the configured optimizer on a dummy parameter: its constructor checks every
     option (ranges, unknown keys); a rejection becomes a one-line :class:`ConfigError`.
     Returns the optimizer's factory."""
+
     import torch
 
     name = ocfg["name"]
@@ -347,7 +361,12 @@ def _check_type(key: str, value: Any, default: Any) -> None:
     elif isinstance(default, (int, float)) and not isinstance(value, str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r} must be a number")
+        # torch takes NaN and infinities and trains on them until the loss is NaN
+        if math.isfinite(default) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number")
     elif isinstance(default, tuple):
         ok = isinstance(value, (list, tuple)) and len(value) == len(default)
         if not ok or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
             raise ConfigError(f"{key}={value!r} must be a list of {len(default)} numbers")
+        if not all(math.isfinite(v) for v in value):
+            raise ConfigError(f"{key}={value!r} must be a list of {len(default)} finite numbers")

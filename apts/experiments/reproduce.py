@@ -22,8 +22,8 @@ meant to run unattended and to be run again:
   failed and missing runs and the command ends with one line naming them (exit 1);
 - running it again skips finished jobs and resumes interrupted ones from their last
   checkpoint, job by job (``--force`` moves old results aside and starts afresh);
-- SIGTERM/SIGINT (SLURM pre-emption) stops the running job cleanly and the whole
-  command with 143/130: run it again to continue.
+- SIGTERM/SIGINT/SIGHUP (SLURM pre-emption, Ctrl-C, a closed terminal) stops the running
+  job cleanly and the whole command with 143/130/129: run it again to continue.
 
 ``--launcher submitit_slurm --partition P`` submits every job as a SLURM job instead (Hydra's
 submitit launcher, ``configs/hydra/launcher/submitit_slurm.yaml``): all presets at once, one sweep
@@ -46,6 +46,7 @@ from omegaconf import OmegaConf
 from apts.config.validate import CONFIG_DIR
 from apts.data.load import load_dataset
 from apts.errors import DataError
+from apts.runtime.lifecycle import STOP_SIGNALS
 
 PROFILES = {
     "quick": {
@@ -102,6 +103,30 @@ PROFILES = {
 }
 
 
+# the exit codes of a sweep stopped by a signal (128 + its number)
+STOPPED_CODES = tuple(128 + int(s) for s in STOP_SIGNALS)
+
+
+def _usage_error(msg: str) -> None:
+    print(f"reproduce: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_options(presets: list[str], out: str) -> None:
+    """Every preset exists and ``out`` can hold the results: one line and exit code 2
+    otherwise, before anything runs."""
+    known = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    for preset in presets:
+        if preset not in known:
+            _usage_error(f"unknown preset '{preset}'; the presets: {', '.join(known)}")
+    where = Path(out).absolute()
+    for p in (where, *where.parents):
+        if p.exists():
+            if not p.is_dir():
+                _usage_error(f"--out {out}: {p} is a file; choose a directory")
+            break
+
+
 def check_data(datasets: list[str], data_dir: str | None) -> None:
     """Stop at once, in one line, when a dataset is neither on disk nor downloadable."""
     for name in datasets:
@@ -132,10 +157,10 @@ def sweep_commands(preset: str, sweep: Path, extra: list[str], split: bool) -> l
 
 def run_all(cmds: list[list[str]]) -> tuple[list[int], int | None]:
     """Run ``cmds`` at once and wait for them: their exit codes, and the signal that
-    stopped this command, if any. SIGTERM or SIGINT sent to this process alone (``kill``,
-    not a terminal's Ctrl-C or SLURM, which reach the whole process group) is passed on
-    to every sweep, which stops its job as a signal to the job would (143/130); nothing
-    is left running behind this command."""
+    stopped this command, if any. A stop signal (SIGTERM, SIGINT, SIGHUP) sent to this
+    process alone (``kill``, not a terminal's Ctrl-C or SLURM, which reach the whole
+    process group) is passed on to every sweep, which stops its job as a signal to the job
+    would (143/130/129); nothing is left running behind this command."""
     received: list[int] = []
     procs: list[subprocess.Popen] = []
 
@@ -145,7 +170,7 @@ def run_all(cmds: list[list[str]]) -> tuple[list[int], int | None]:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:
         procs += [subprocess.Popen(cmd) for cmd in cmds]
         codes = [p.wait() for p in procs]
@@ -209,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     profile = PROFILES[args.profile]
+    check_options(args.presets or profile["presets"], args.out)
     if not args.presets:
         check_data(profile["datasets"], args.data_dir)
     root = Path(args.out) / args.profile
@@ -238,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
             parallel[preset] = sweep_commands(preset, sweep, extra, split=True)
             continue
         code = run_preset(preset, sweep, extra)
-        if code in (130, 143):  # interrupted: stop here, a re-run continues
+        if code in STOPPED_CODES:  # interrupted: stop here, a re-run continues
             _stopped(code)
         if code != 0:
             failed.append(preset)

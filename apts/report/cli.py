@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -61,10 +62,31 @@ def net_bench_rows(path: Path | None) -> list[BenchRow] | None:
     return load_net_bench(path)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Options that argparse lets through but no report can use: a one-line NoRuns."""
+    if args.target is not None and not (math.isfinite(args.target) and 0 < args.target <= 100):
+        raise NoRuns(f"--target {args.target:g} must be an accuracy in %: 0 < ACC <= 100")
+    if not args.title.strip():
+        raise NoRuns("--title must not be empty")
+    out = Path(args.out).absolute()
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NoRuns(f"--out {args.out}: {p} is a file; choose a directory")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise NoRuns(f"--out {args.out}: {p} is not writable; choose another directory")
+            break
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load the runs, write the report, print its path; exit code 2 and one line when there
     is nothing to report or an argument is wrong."""
     args = parse_args(argv)
+    try:
+        check_options(args)
+    except NoRuns as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     runs, skipped, problems = load_runs([Path(p) for p in args.runs])
     try:
         if not runs:
@@ -76,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 raise NoRuns("; ".join(problems))
             raise NoRuns(f"no runs (config.yaml or metrics.jsonl) found under {where}")
-        if args.target is not None and not math.isfinite(args.target):
-            raise NoRuns(f"--target must be a finite number, got {args.target}")
         net_bench = net_bench_rows(args.net_bench)
     except (NoRuns, NetBenchError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -26,12 +26,10 @@ from apts.rundir.format import (
     LOCK,
     OVERRIDES,
     RESULT_FILES,
-    SUMMARY,
     atomic_write,
     fs_error,
     metrics_epochs,
     read_summary,
-    write_json,
 )
 
 # --------------------------------------------------------------------------- state
@@ -92,6 +90,13 @@ class RunLock:
             fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise fs_error(self.dir, e, "create the run directory") from None
+        self._lock(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def _lock(self, fd: int) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,10 +106,16 @@ class RunLock:
                 f"run directory {self.dir} is in use by another run (pid {holder}); "
                 "wait for it, or choose another directory (hydra.run.dir=... or out_dir=...)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-        return self
+
+    def check_free(self) -> None:
+        """Raise the one-line :class:`RunDirError` of :meth:`acquire` when another process
+        holds the directory; create nothing (a check before the claim)."""
+        try:
+            fd = os.open(self.dir / LOCK, os.O_RDWR)
+        except OSError:
+            return  # no lock file: nobody holds it (acquire says what else is wrong)
+        self._lock(fd)
+        os.close(fd)  # closing the file drops the probe's own lock
 
     def release(self) -> None:
         if self._fd is not None:
@@ -128,7 +139,8 @@ RESUMABLE_KEYS = ("epochs", "progress", "resume", "out_dir", "launcher")
 
 @dataclass(frozen=True)
 class Plan:
-    """What to do with a run directory: ``fresh`` (start), ``resume`` (continue from its
+    """What to do with a run directory: ``fresh`` (start), ``restart`` (start again in
+    place: a run that stopped before its first checkpoint), ``resume`` (continue from its
     checkpoint) or ``skip`` (it already ended; ``note`` says how)."""
 
     action: str
@@ -156,18 +168,20 @@ def clear_results(run_dir: Path) -> None:
     """Remove what a failed run without a checkpoint left, before starting it afresh."""
     import shutil
 
-    for name in (*RESULT_FILES, ERROR_LOG, "train.log", OVERRIDES):
+    for name in (*RESULT_FILES, ERROR_LOG, "train.log"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "tb", ignore_errors=True)
 
 
 def plan_run(run_dir: Path | str, cfg: dict[str, Any], saved_cfg: dict[str, Any] | None) -> Plan:
-    """Decide what to do with ``run_dir`` (the caller holds its :class:`RunLock`).
+    """Decide what to do with ``run_dir``; reads only (:func:`claim` decides again under
+    the lock, and clears what a restart replaces).
 
-    ``cfg["resume"]``: None — the directory must not hold a run; ``"auto"`` — skip a run
-    that ended (completed or diverged), resume one that stopped (from its checkpoint, if
-    it computes the same thing), start afresh one that stopped before any checkpoint;
-    a path — resume that run (``epochs`` may extend a completed one).
+    ``cfg["resume"]``: None — the directory must not hold a run; ``"auto"`` or a path —
+    skip a run that ended (completed or diverged; a path may extend a completed one with
+    more ``epochs``), resume one that stopped (from its checkpoint, if it computes the same
+    thing), start again in place one that stopped before any checkpoint. A resume whose
+    ``epochs`` ends at or before the epoch the run reached is refused: it trains nothing.
     """
     state = inspect_dir(run_dir)
     mode = cfg.get("resume")
@@ -193,32 +207,14 @@ def plan_run(run_dir: Path | str, cfg: dict[str, Any], saved_cfg: dict[str, Any]
         raise RunDirError(f"{state.path} diverged; resuming it would diverge again")
     if state.status == "completed" and state.epoch >= cfg["epochs"]:
         return Plan("skip", f"completed {state.epoch} epochs")
+    if state.status != "completed" and state.epoch >= cfg["epochs"]:
+        raise RunDirError(
+            f"{state.path} stopped after epoch {state.epoch} ({state.describe()}): "
+            f"epochs={cfg['epochs']} trains nothing; resume with epochs={state.epoch + 1} or more"
+        )
     if not state.checkpoint:
-        if mode != "auto":
-            raise RunDirError(
-                f"{state.path} has no checkpoint.pt (checkpoint=false, or it stopped "
-                "before its first epoch ended); start it again instead"
-            )
-        clear_results(state.path)
-        return Plan("fresh")
+        return Plan("restart", "no checkpoint.pt: starting it again from epoch 0")
     return Plan("resume")
-
-
-def record_outcome(
-    run_dir: Path | str, status: str, reason: str, *, force: bool = False, **fields: Any
-) -> None:
-    """Write how the run ended when rank 0 could not (killed, hung, lost), over a missing
-    or still-``running`` summary; with ``force`` (the supervising launcher, who knows the
-    first cause) over whatever rank 0 concluded. What the summary held is kept."""
-    path = Path(run_dir)
-    old = read_summary(path)
-    if not force and old is not None and old.get("status") != "running":
-        return
-    epochs = metrics_epochs(path)
-    summary = {**(old or {}), "status": status, "epoch": epochs[-1] if epochs else 0}
-    summary.pop("pid", None)
-    summary.pop("host", None)
-    write_json(path / SUMMARY, {**summary, "reason": reason, **fields})
 
 
 def saved_config(run_dir: Path | str) -> dict[str, Any] | None:
@@ -237,12 +233,16 @@ def saved_config(run_dir: Path | str) -> dict[str, Any] | None:
 def claim(
     run_dir: Path | str, cfg: dict[str, Any], overrides: list[str] | None = None
 ) -> tuple[RunLock, Plan]:
-    """Lock ``run_dir`` for this run and decide what to do with it (:func:`plan_run`).
-    A new run also records the command-line ``overrides`` it was started with
-    (``overrides.yaml``: how apts-report matches a sweep's jobs to their directories)."""
+    """Lock ``run_dir`` for this run and decide what to do with it (:func:`plan_run`); a
+    restart clears the results it replaces. A new run also records the command-line
+    ``overrides`` it was started with (``overrides.yaml``: how apts-report matches a
+    sweep's jobs to their directories). Call it once every check has passed: it creates
+    the directory."""
     lock = RunLock(run_dir).acquire()
     try:
         plan = plan_run(run_dir, cfg, saved_config(run_dir))
+        if plan.action == "restart":
+            clear_results(Path(run_dir))
         if plan.action == "fresh" and overrides is not None:
             text = "".join(f"- {json.dumps(o)}\n" for o in overrides) or "[]\n"
             atomic_write(Path(run_dir) / OVERRIDES, lambda p: p.write_text(text))

@@ -2,8 +2,10 @@
 
 ``summary.json`` records how a run ended: ``status`` is ``running`` while it trains, then
 one of :data:`STATUSES`, with ``epoch`` (the last complete epoch) and, when it did not
-complete, a one-line ``reason``. Every JSON file written here is strict JSON: a non-finite
-number is written as ``null``, and the reader rejects NaN and Infinity. Writes go through
+complete, a one-line ``reason``. It is written by :func:`write_summary` alone, which never
+lets a completed (or diverged) record give way to one of no more epochs. Every JSON file
+written here is strict JSON: a non-finite number is written as ``null``, and the reader
+rejects NaN and Infinity. Writes go through
 a temporary name and an atomic rename, so a file is whole or absent.
 """
 
@@ -120,3 +122,44 @@ def metrics_epochs(run_dir: Path) -> list[int]:
         except (ValueError, KeyError, TypeError):
             break
     return epochs
+
+
+def write_summary(run_dir: Path | str, status: str, **fields: Any) -> bool:
+    """Write summary.json: ``status``, ``epoch`` (the last complete line of metrics.jsonl)
+    and ``fields`` (a ``reason``, the final metrics, the run's own information such as its
+    data's provenance). The one writer of the file.
+
+    - ``running`` starts a new record (a run starting, resuming, or logging an epoch);
+      any other status ends it, keeping what the running record said about the run (its
+      ``pid`` and ``host`` aside).
+    - A completed or diverged record is final: a later record replaces it only when it has
+      more epochs (an extension that trained on). Returns whether the file was written.
+    - On a full disk the file is rewritten in place when the atomic write cannot be done
+      (the old record's blocks hold the new one), so a run's end is still recorded.
+
+    Raises :class:`RunDirError` when the file cannot be written at all.
+    """
+    path = Path(run_dir) / SUMMARY
+    old = read_summary(Path(run_dir)) or {}
+    epochs = metrics_epochs(Path(run_dir))
+    epoch = epochs[-1] if epochs else 0
+    if old.get("status") in FINAL and epoch <= int(old.get("epoch") or 0):
+        return False
+    if status == "running":
+        summary = {"status": status, "epoch": epoch, **fields}
+    else:
+        kept = {k: v for k, v in old.items() if k not in ("pid", "host", "reason", "step")}
+        summary = {**kept, "status": status, "epoch": epoch, **fields}
+    text = strict_dumps(summary, indent=1) + "\n"
+    try:
+        atomic_write(path, lambda p: p.write_text(text))
+    except RunDirError as e:
+        if not path.is_file():
+            raise
+        try:
+            with open(path, "r+") as f:
+                f.write(text)
+                f.truncate()
+        except OSError:
+            raise e from None
+    return True

@@ -1,16 +1,17 @@
 """How a rank stops: signals, a heartbeat that finds hung peers, and a clean exit.
 
-- **Signals.** SIGTERM (SLURM pre-emption, torchrun, our launcher) and SIGINT raise
-  :class:`Interrupted` in the rank's main thread, between two Python operations; a rank
-  blocked in a collective gets it as soon as the collective returns or fails because a
-  peer left. The training loop then records the interruption and the rank exits with
-  128 + the signal number (143, 130).
+- **Signals.** SIGTERM (SLURM pre-emption, torchrun, our launcher), SIGINT and SIGHUP
+  (:data:`STOP_SIGNALS`) raise :class:`Interrupted` in the rank's main thread, between
+  two Python operations; a rank blocked in a collective gets it as soon as the
+  collective returns or fails because a peer left. The run is then recorded as
+  interrupted and the rank exits with 128 + the signal number (143, 130, 129).
 - **Heartbeat.** Every rank's :class:`Heartbeat` thread bumps a counter in the process
   group's store every ``interval`` seconds and watches the other ranks' counters. A rank
   whose counter has not moved for ``timeout`` seconds is stopped or hung (SIGSTOP, a
   deadlock outside Python): the watcher reports it and ends its own process, which ends
   the job (our launcher, or torchrun's agent, then stops the rest). A slow epoch is no
-  false alarm: the counter moves while the main thread computes.
+  false alarm: the counter moves while the main thread computes. A store that fails
+  (a full TMPDIR) leaves the job unwatched: that is reported too, and ends the rank.
 - **Exit.** :func:`exit_rank` ends a rank. After a normal end every rank has passed a
   final barrier (so none leaves while rank 0 still evaluates) and destroyed the process
   group; the process then leaves through ``os._exit`` once its files are flushed.
@@ -35,22 +36,16 @@ from types import FrameType
 
 from apts.errors import Interrupted
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_DIVERGED = 3
-
-
-def signal_exit_code(signum: int) -> int:
-    """The shell's convention: 128 + signal number (SIGTERM 143, SIGINT 130)."""
-    return 128 + int(signum)
-
+# The signals that stop a run cleanly, everywhere signals are handled: SIGTERM (SLURM
+# pre-emption, torchrun, our launcher), SIGINT (Ctrl-C), SIGHUP (a closed terminal, an ssh
+# session that ended). Each is named as itself in the run's reason.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _received: list[int] = []
 
 
 def received_signal() -> int | None:
-    """The first SIGTERM/SIGINT this process received, or None."""
+    """The first of :data:`STOP_SIGNALS` this process received, or None."""
     return _received[0] if _received else None
 
 
@@ -62,15 +57,15 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGINT raise :class:`Interrupted` (main thread only)."""
+    """Each of :data:`STOP_SIGNALS` raises :class:`Interrupted` (main thread only)."""
     _received.clear()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
 
 
 def ignore_signals() -> None:
-    """From here on SIGTERM/SIGINT are ignored (a rank finishing its cleanup)."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    """From here on :data:`STOP_SIGNALS` are ignored (a rank finishing its cleanup)."""
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
 
@@ -78,8 +73,10 @@ class Heartbeat(threading.Thread):
     """Bump this rank's counter in ``store`` and watch the other ranks' counters.
 
     ``on_stall(rank, seconds)`` is called (in this thread) when rank ``rank``'s counter has
-    not moved for ``timeout`` seconds; the thread then ends. Counters are compared on this
-    process's own clock, so clocks of other machines do not matter.
+    not moved for ``timeout`` seconds; ``on_error(exception)`` when the store fails while
+    the job runs (after :meth:`stop`, a store that goes away is the job ending: nothing is
+    reported). The thread then ends. Counters are compared on this process's own clock, so
+    clocks of other machines do not matter.
     """
 
     PREFIX = "apts/heartbeat/"
@@ -93,6 +90,7 @@ class Heartbeat(threading.Thread):
         interval: float,
         timeout: float,
         on_stall: Callable[[int, float], None],
+        on_error: Callable[[BaseException], None],
     ):
         super().__init__(name="apts-heartbeat", daemon=True)
         self.store = store
@@ -101,6 +99,7 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.timeout = timeout
         self.on_stall = on_stall
+        self.on_error = on_error
         self._halt = threading.Event()
 
     def _key(self, rank: int) -> str:
@@ -128,8 +127,9 @@ class Heartbeat(threading.Thread):
                         self.on_stall(r, now - seen[r][1])
                         return
                 self._halt.wait(self.interval)
-        except Exception as e:  # the store went away: the job is ending anyway
-            logging.getLogger("apts").debug("heartbeat stopped: %s", e)
+        except Exception as e:
+            if not self._halt.is_set():
+                self.on_error(e)
 
     def stop(self) -> None:
         """Stop and join the thread (before the process group is destroyed)."""

@@ -10,35 +10,59 @@ from __future__ import annotations
 import json
 import os
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from apts.errors import ConfigError, DataError, RunDirError
-from apts.rundir.claim import Plan, claim, record_outcome
+from apts.rundir.claim import Plan, claim, plan_run, saved_config
 from apts.runtime.launch import (
-    LaunchResult,
+    check_checkpoint,
     check_data_fits,
     load_data,
-    read_final,
     resolve_device,
-    run_rank,
     set_loopback_iface,
 )
-from apts.runtime.lifecycle import EXIT_CONFIG, EXIT_OK
+from apts.runtime.outcome import Outcome, Status, record
+from apts.runtime.rank import run_rank
 from apts.training.comm import Comm
 
 
+def _env_int(key: str, lo: int, hi: int | None = None, default: str | None = None) -> int:
+    text = os.environ.get(key, default)
+    try:
+        value = int(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < lo or (hi is not None and value >= hi):
+        upper = f" and < {hi}" if hi is not None else ""
+        raise ConfigError(
+            f"{key}={text!r} in the environment must be an integer >= {lo}{upper} (set by "
+            "torchrun/SLURM); unset WORLD_SIZE and RANK to run without them"
+        )
+    return value
+
+
 def torchrun_env() -> dict[str, int] | None:
-    """World coordinates when this process was started by torchrun/SLURM (env://)."""
+    """World coordinates when this process was started by torchrun/SLURM (env://): None
+    without ``WORLD_SIZE`` and ``RANK``; a one-line :class:`ConfigError` when they, or
+    what ``env://`` needs beside them (``MASTER_ADDR``, ``MASTER_PORT``), are unusable."""
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
         return None
-    return {
-        "world_size": int(os.environ["WORLD_SIZE"]),
-        "rank": int(os.environ["RANK"]),
-        "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
+    world = _env_int("WORLD_SIZE", 1)
+    env = {
+        "world_size": world,
+        "rank": _env_int("RANK", 0, world),
+        "local_rank": _env_int("LOCAL_RANK", 0, default="0"),
     }
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+    if missing and not under_submitit():  # a submitit task exports them when it joins
+        raise ConfigError(
+            f"WORLD_SIZE and RANK are set (a torchrun/SLURM world) but {' and '.join(missing)} "
+            "not: start the ranks with torchrun, or unset WORLD_SIZE and RANK (left over in "
+            "this shell?) to run here"
+        )
+    return env
 
 
 def submitit_world() -> dict[str, int] | None:
@@ -73,19 +97,38 @@ def under_submitit() -> bool:
     return "SUBMITIT_EXECUTOR" in os.environ
 
 
+def _plan_of_rank0(cfg: dict, run_dir: str, rank: int, overrides: list[str] | None):
+    """Rank 0 plans, checks and claims the run directory and tells the others through the
+    store; every rank gets the plan, or the one-line error that stops them all."""
+    store = dist.distributed_c10d._get_default_store()
+    if rank == 0:
+        try:
+            plan = plan_run(run_dir, cfg, saved_config(run_dir))
+            if plan.action == "resume":
+                check_checkpoint(run_dir, cfg)
+            if plan.action != "skip":
+                _lock, plan = claim(run_dir, cfg, overrides)  # held until this process exits
+            store.set("apts/plan", json.dumps({"action": plan.action, "note": plan.note}))
+        except (RunDirError, ConfigError) as e:
+            store.set("apts/plan", json.dumps({"error": str(e)}))
+    decided = json.loads(store.get("apts/plan"))
+    if "error" in decided:
+        raise RunDirError(decided["error"])
+    return Plan(decided["action"], decided["note"])
+
+
 def join_world(
     cfg: dict, run_dir: str, env: dict[str, int], overrides: list[str] | None = None
-) -> LaunchResult:
+) -> Outcome:
     """Be one rank of a torchrun/SLURM world (``env://``). Rank 0 claims the run directory
-    and decides, through the store, whether the ranks start, resume or skip."""
+    and decides, through the store, whether the ranks start, resume or skip; it records
+    how the run ended."""
     if env["world_size"] != cfg["subdomains"]:
-        return LaunchResult(
-            EXIT_CONFIG,
-            "failed",
+        return Outcome.failed(
             f"subdomains={cfg['subdomains']} but torchrun/SLURM started WORLD_SIZE="
             f"{env['world_size']} processes; pass subdomains={env['world_size']} or change "
             "--nproc-per-node/--nnodes (hydra.launcher.tasks_per_node/nodes)",
-            claimed=False,
+            bad_input=True,
         )
     device = resolve_device(cfg)
     if device == "cuda":
@@ -97,20 +140,13 @@ def join_world(
         "nccl" if device == "cuda" else "gloo",
         timeout=timedelta(seconds=cfg["launcher"]["timeout_s"]),
     )
-    store = dist.distributed_c10d._get_default_store()
     rank = env["rank"]
-    if rank == 0:
-        try:
-            _lock, plan = claim(run_dir, cfg, overrides)  # held until this process exits
-            store.set("apts/plan", json.dumps({"action": plan.action, "note": plan.note}))
-        except RunDirError as e:
-            store.set("apts/plan", json.dumps({"error": str(e)}))
-    decided = json.loads(store.get("apts/plan"))
-    if "error" in decided:
-        return LaunchResult(EXIT_CONFIG, "failed", decided["error"], claimed=False)
-    plan = Plan(decided["action"], decided["note"])
+    try:
+        plan = _plan_of_rank0(cfg, run_dir, rank, overrides)
+    except RunDirError as e:
+        return Outcome.failed(str(e), bad_input=True)
     if plan.action == "skip":
-        return LaunchResult(status="skipped", error=None, final={"note": plan.note})
+        return Outcome(Status.SKIPPED, plan.note)
     try:
         # one download per machine: local rank 0 fetches, the others wait and read
         if env["local_rank"] == 0:
@@ -120,13 +156,7 @@ def join_world(
             ds = load_data(cfg, download=False)
         check_data_fits(cfg, ds)
     except (DataError, ConfigError) as e:
-        if rank == 0:  # no rank trains: the claimer says why in summary.json
-            try:
-                record_outcome(run_dir, "failed", str(e))
-            except RunDirError:
-                pass
-        return LaunchResult(EXIT_CONFIG, "failed", str(e), claimed=False)
-    out = run_rank(cfg, run_dir, ds, rank, env["world_size"], plan, None)
-    if out.code != EXIT_OK and rank == 0 and out.trace:
-        out.reason = f"{out.reason} (traceback in {Path(run_dir) / 'error.log'})"
-    return LaunchResult(out.code, out.status, out.reason, read_final(run_dir) if rank == 0 else {})
+        out = Outcome.failed(str(e), bad_input=True)
+    else:
+        out = run_rank(cfg, run_dir, ds, rank, env["world_size"], plan, None)
+    return record(run_dir, out) if rank == 0 else out

@@ -18,6 +18,7 @@ itself (the run directory is on a filesystem all ranks see, as for any multi-nod
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,27 @@ from apts.training.comm import Comm
 FORMAT = 1
 
 
+def _canonical(obj: Any) -> Any:
+    """``obj`` with every string interned, containers copied (tensors shared).
+
+    pickle writes an object met twice once and refers back to it, by identity: an optimizer
+    whose state and param_groups share a key string ("memory", "gamma": an L-SR1 memory's
+    state and APTS's options) before a resume, but hold two equal copies after one (the
+    loaded groups' keys are fresh strings), pickles to a longer payload. Interned, equal
+    strings are one object in both runs, so equal states have equal bytes, and a resumed
+    run's checkpoint gathers count what an uninterrupted run's count."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def _serialise(obj: Any) -> bytes:
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(_canonical(obj), buf)
     return buf.getvalue()
 
 

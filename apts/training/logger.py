@@ -9,8 +9,9 @@ A run directory holds:
   trust-region radius and accepted/rejected counts); a non-finite value is ``null``;
 - ``tb/``: TensorBoard event files with the same scalars;
 - ``train.log``: the log, with where the data came from (paths and md5 sums);
-- ``summary.json``: ``{"status": "running", ...}`` while training, then how the run ended
-  (see :mod:`apts.rundir.claim`), the last epoch's metrics and the data's provenance;
+- ``summary.json``: ``{"status": "running", ...}`` while training (rewritten after each
+  epoch), then how the run ended (:mod:`apts.runtime.outcome`), the last epoch's metrics
+  and the data's provenance;
 - ``checkpoint.pt``: everything needed to continue after the latest epoch
   (:mod:`apts.training.checkpoint`).
 
@@ -32,14 +33,12 @@ from omegaconf import OmegaConf
 
 from apts.rundir.format import (
     CONFIG,
-    ERROR_LOG,
     METRICS,
-    SUMMARY,
     atomic_write,
     fs_error,
     strict_dumps,
     strict_loads,
-    write_json,
+    write_summary,
 )
 from apts.training.provenance import now, provenance
 
@@ -174,7 +173,7 @@ class RunLogger:
             world_size=int(info.get("world_size", cfg.get("subdomains", 1))),
         )
         atomic_write(self.dir / CONFIG, lambda p: p.write_text(OmegaConf.to_yaml(cfg)))
-        self._write_summary("running", pid=os.getpid(), host=socket.gethostname())
+        self._write_running()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -208,8 +207,13 @@ class RunLogger:
     def progress(self, total: int, desc: str) -> _Progress:
         if not self.show_progress:
             return _Progress(None)
+        import threading
+
         from tqdm import tqdm
 
+        # a thread lock, not tqdm's default multiprocessing one: a rank leaves through
+        # os._exit, and a semaphore it created would be reported as leaked at shutdown
+        tqdm.set_lock(threading.RLock())
         return _Progress(tqdm(total=total, desc=desc, leave=False, file=sys.stderr, ncols=100))
 
     def log_epoch(self, metrics: dict[str, Any], comm: dict[str, dict[str, Any]]) -> None:
@@ -227,6 +231,7 @@ class RunLogger:
         step = metrics["epoch"]
         self.last_epoch = step
         self._track_best(metrics)
+        self._write_running()
         samples = metrics.get("samples_total")
         for key, value in metrics.items():
             if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -264,7 +269,9 @@ class RunLogger:
         summary["provenance"] = self.provenance
         if "data" in self.info:
             summary["data"] = self.info["data"]
-        write_json(self.dir / SUMMARY, summary)
+        write_summary(
+            self.dir, summary.pop("status"), **{k: v for k, v in summary.items() if k != "epoch"}
+        )
 
     def _add_hparams(self, final: dict[str, Any]) -> None:
         """The run's settings and final figures in TensorBoard's HParams view (a sweep's
@@ -293,15 +300,15 @@ class RunLogger:
             parts.append(f"best epoch {self.best[0]} (val_acc {self.best[1]:.2f}%)")
         return "; ".join(parts) + f"; run directory {self.dir}"
 
-    def finish(self, status: str, final: dict[str, Any] | None = None, **fields: Any) -> None:
-        """Record how the run ended (``status`` in :data:`apts.rundir.STATUSES`, a one-line
-        ``reason`` unless it completed) and close the outputs. Never raises."""
+    def _write_running(self) -> None:
+        """summary.json while the run trains (:func:`apts.rundir.format.write_summary`): how
+        the run ends is recorded by whoever knows it (:mod:`apts.runtime`)."""
+        self._write_summary("running", pid=os.getpid(), host=socket.gethostname())
+
+    def close(self, status: str, final: dict[str, Any] | None = None, reason: str = "") -> None:
+        """Close the outputs, after logging how the training ended. Never raises."""
         if not self.enabled:
             return
-        try:
-            self._write_summary(status, **fields, **(final or {}))
-        except Exception as e:  # a full disk must not hide the run's own outcome
-            log.error("could not write %s: %s", self.dir / SUMMARY, e)
         if self.writer is not None:
             try:
                 if status == "completed" and final:
@@ -309,17 +316,8 @@ class RunLogger:
                 self.writer.close()
             except Exception:
                 pass
-        reason = f": {fields['reason']}" if fields.get("reason") else ""
         log.info("%s", self.final_line(status, final or {}, reason))
         if self._handler is not None:
             log.removeHandler(self._handler)
             self._handler.close()
             self._handler = None
-
-    def error_log(self, text: str) -> None:
-        """Write the traceback of a failure to error.log (best effort)."""
-        if self.enabled:
-            try:
-                atomic_write(self.dir / ERROR_LOG, lambda p: p.write_text(text))
-            except Exception:
-                pass

@@ -31,9 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-import signal
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,9 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from apts.data.dataset import Dataset, augment, epoch_permutation, minibatches, shard, to_float
-from apts.errors import Diverged, Interrupted, one_line
+from apts.errors import Diverged, one_line
 from apts.models import count_parameters
-from apts.runtime.lifecycle import received_signal
 from apts.training.checkpoint import gather_checkpoint, restore, save_checkpoint
 from apts.training.comm import Comm
 from apts.training.logger import RunLogger
@@ -350,9 +347,9 @@ def train(
     resume: dict | None = None,
 ) -> dict:
     """Train on this rank (from ``resume``, a checkpoint, if given); returns the last
-    epoch's metrics on rank 0, {} elsewhere. Rank 0 records how the run ended in
-    summary.json whatever happens: completed, diverged (:class:`Diverged`), interrupted
-    (:class:`~apts.errors.Interrupted`) or failed (any other exception, re-raised)."""
+    epoch's metrics on rank 0, {} elsewhere. A run that cannot go on raises: diverged
+    (:class:`~apts.errors.Diverged`), interrupted (:class:`~apts.errors.Interrupted`) or
+    anything else; the caller records how it ended (:mod:`apts.runtime`)."""
     torch.set_num_threads(_threads_per_rank(world_size))
     s = build(cfg, ds)
     start = 0
@@ -370,19 +367,10 @@ def train(
     )
     try:
         final = _epochs(s, cfg, ds, logger, run_dir, start, resume)
-    except Diverged as e:
-        logger.finish("diverged", reason=str(e), step=e.step)
-        raise
     except BaseException as e:
-        sig = received_signal()
-        if sig is not None or isinstance(e, Interrupted):
-            why = f"stopped by {signal.Signals(sig or e.signum).name}"
-            logger.finish("interrupted", reason=why)
-        else:
-            logger.error_log(traceback.format_exc())
-            logger.finish("failed", reason=one_line(e))
+        logger.close("stopped", reason=f": {one_line(e)}")
         raise
-    logger.finish("completed", final)
+    logger.close("completed", final)
     return final
 
 
