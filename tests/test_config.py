@@ -100,8 +100,9 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["optimizer=adamw"], "unknown optimizer 'adamw'"),
         (["overlap=2", "optimizer=apts"], "overlap=2"),
         (["dataset=mnist", "dataset.download=false", "dataset.data_dir=nowhere"], "nowhere"),
-        # 10 of the 100 are held out for validation (synthetic: val_size 0.1)
-        (["dataset.n_train=100", "batch_size=500"], "batch_size=500 exceeds the 90"),
+        # the check counts the training samples left after the validation split
+        (["dataset.n_train=100", "dataset.val_size=10", "batch_size=500"], "exceeds the 90"),
+        (["dataset.n_train=100"], "dataset.val_size=1000 leaves none of the 100 training"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line_and_no_run(tmp_path, args, fragment):
