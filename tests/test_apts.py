@@ -214,7 +214,8 @@ def test_continue_after_load_equals_uninterrupted(how, gamma, dtype):
     sd = opt.state_dict()
     assert_plain(sd)
     st = sd["state"][0]
-    assert set(st) == {"step", "global_lsr1", "local_lsr1"} and st["step"] == k
+    # the memories and the step, beside the variants' counters (docs/APTS.md "Variants")
+    assert {"step", "global_lsr1", "local_lsr1"} <= set(st) and st["step"] == k
     assert len(st["global_lsr1"]["slots"]) > 0 and len(st["local_lsr1"]["slots"]) > 0
     saved = transport({"model": model.state_dict(), "opt": sd}, how)
     ref = _run_apts(model, opt, closure, k)
