@@ -90,8 +90,8 @@ CASES = {
         ),
         (
             ["dataset=mnist", "+dataset.n_train=5"],
-            "dataset.n_train is not an option of dataset=mnist (training samples); it belongs "
-            "to dataset=synthetic",
+            "dataset.n_train is not an option of dataset=mnist (training samples, the validation "
+            "split included (10000 are left to train on)); it belongs to dataset=synthetic",
         ),
     ],
     # malformed overrides and interpolations

@@ -214,6 +214,8 @@ def _validate_dataset(cfg: Mapping) -> None:
     _optional(cfg, "dataset.data_dir", _text)
     if "val_size" in _get(cfg, "dataset"):  # runs made before the validation split lack it
         _val_size(cfg)
+    # the name labels runs and reports: one of configs/model/, whatever _target_ builds
+    _choice(cfg, "model.name", tuple(sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))))
     check_target("model", _get(cfg, "model"), ("shape", "num_classes"))
 
 
