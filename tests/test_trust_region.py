@@ -148,6 +148,12 @@ OPTION_ERRORS = [
     (APTS, {"dec": 2.0}, "dec=2.0 must be in (0.0, 1.0)"),
     (APTS, {"inc": 0.0}, "inc=0.0 must be a number >= 1.0"),
     (APTS, {"update_rejected": None}, "update_rejected=None must be True or False"),
+    (APTS, {"window": 0}, "window=0 must be an integer >= 1"),
+    (APTS, {"momentum": 1.0}, "momentum=1.0 must be in [0.0, 1.0)"),
+    (APTS, {"local_solver": "sgd"}, "local_solver='sgd' must be 'tr' or 'adam'"),
+    (APTS, {"batch_growth": 0.5}, "batch_growth=0.5 must be a number >= 1.0"),
+    (APTS, {"growth_window": 0}, "growth_window=0 must be an integer >= 1"),
+    (APTS, {"growth_tol": -1}, "growth_tol=-1 must be a number >= 0.0"),
 ]
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,11 @@ def metrics_epochs(run_dir: Path) -> list[int]:
     return epochs
 
 
+def now() -> str:
+    """The current time, UTC, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def write_summary(run_dir: Path | str, status: str, **fields: Any) -> bool:
     """Write summary.json: ``status``, ``epoch`` (the last complete line of metrics.jsonl)
     and ``fields`` (a ``reason``, the final metrics, the run's own information such as its
@@ -131,7 +137,7 @@ def write_summary(run_dir: Path | str, status: str, **fields: Any) -> bool:
 
     - ``running`` starts a new record (a run starting, resuming, or logging an epoch);
       any other status ends it, keeping what the running record said about the run (its
-      ``pid`` and ``host`` aside).
+      ``pid`` and ``host`` aside) and stamping ``ended_at``.
     - A completed or diverged record is final: a later record replaces it only when it has
       more epochs (an extension that trained on). Returns whether the file was written.
     - On a full disk the file is rewritten in place when the atomic write cannot be done
@@ -149,7 +155,7 @@ def write_summary(run_dir: Path | str, status: str, **fields: Any) -> bool:
         summary = {"status": status, "epoch": epoch, **fields}
     else:
         kept = {k: v for k, v in old.items() if k not in ("pid", "host", "reason", "step")}
-        summary = {**kept, "status": status, "epoch": epoch, **fields}
+        summary = {**kept, "status": status, "epoch": epoch, "ended_at": now(), **fields}
     text = strict_dumps(summary, indent=1) + "\n"
     try:
         atomic_write(path, lambda p: p.write_text(text))

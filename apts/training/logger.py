@@ -36,11 +36,12 @@ from apts.rundir.format import (
     METRICS,
     atomic_write,
     fs_error,
+    now,
     strict_dumps,
     strict_loads,
     write_summary,
 )
-from apts.training.provenance import now, provenance
+from apts.training.provenance import provenance
 
 log = logging.getLogger("apts")
 
@@ -259,20 +260,6 @@ class RunLogger:
         if isinstance(acc, (int, float)) and (self.best is None or acc > self.best[1]):
             self.best = (int(rec["epoch"]), float(acc))
 
-    def _write_summary(self, status: str, **fields: Any) -> None:
-        summary = {"status": status, "epoch": self.last_epoch, **fields}
-        if self.best is not None:
-            summary["best_epoch"], summary["best_val_acc"] = self.best
-        summary["started_at"] = self.started_at
-        if status != "running":
-            summary["ended_at"] = now()
-        summary["provenance"] = self.provenance
-        if "data" in self.info:
-            summary["data"] = self.info["data"]
-        write_summary(
-            self.dir, summary.pop("status"), **{k: v for k, v in summary.items() if k != "epoch"}
-        )
-
     def _add_hparams(self, final: dict[str, Any]) -> None:
         """The run's settings and final figures in TensorBoard's HParams view (a sweep's
         runs side by side: tensorboard --logdir <sweep dir>)."""
@@ -303,7 +290,14 @@ class RunLogger:
     def _write_running(self) -> None:
         """summary.json while the run trains (:func:`apts.rundir.format.write_summary`): how
         the run ends is recorded by whoever knows it (:mod:`apts.runtime`)."""
-        self._write_summary("running", pid=os.getpid(), host=socket.gethostname())
+        fields: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        if self.best is not None:
+            fields["best_epoch"], fields["best_val_acc"] = self.best
+        fields["started_at"] = self.started_at
+        fields["provenance"] = self.provenance
+        if "data" in self.info:
+            fields["data"] = self.info["data"]
+        write_summary(self.dir, "running", **fields)
 
     def close(self, status: str, final: dict[str, Any] | None = None, reason: str = "") -> None:
         """Close the outputs, after logging how the training ended. Never raises."""

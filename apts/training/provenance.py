@@ -10,7 +10,6 @@ from __future__ import annotations
 import platform
 import socket
 import subprocess
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,6 @@ from typing import Any
 import torch
 
 _SOURCE = Path(__file__).resolve().parents[2]  # the checkout, in an editable install
-
-
-def now() -> str:
-    """The current time, UTC, ISO 8601 to the second."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _version(dist: str) -> str | None:
