@@ -48,6 +48,8 @@ def fcnn(
     width = math.prod(shape)
     if hidden is None:
         hidden = (32, 32) if width <= _SMALL_INPUT else (256, 128)
+    if any(int(h) < 1 for h in hidden):
+        raise ValueError(f"fcnn's hidden widths must be >= 1, got {list(hidden)}")
     layers: list[nn.Module] = [nn.Flatten()]
     for h in hidden:
         layers += [nn.Linear(width, int(h)), nn.ReLU()]

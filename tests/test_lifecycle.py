@@ -101,12 +101,6 @@ def test_a_signal_stops_every_rank_and_leaves_a_resumable_run(tmp_path, target, 
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 19.6: the resumed APTS run's metrics differ from the uninterrupted one's "
-    "at the epoch after the resume (seen on main after the comm_by_kind split, 2026-11-30); "
-    "to be found and fixed, not hidden",
-)
 def test_an_interrupted_run_resumes_to_the_same_numbers(tmp_path):
     proc, err, _, _, _ = _signal_run(tmp_path, "launcher", signal.SIGTERM, optimizer="apts")
     assert proc.returncode == 143, err[-3000:]

@@ -134,10 +134,6 @@ def _resume_matches_uninterrupted(tmp_path: Path, grid: list[tuple[str, int]]) -
         assert without_timings(got) == without_timings(want), path.parent.name
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 19.6: the first epoch after a resume misses a checkpoint gather",
-)
 def test_resume_is_bit_exact_on_four_ranks(tmp_path):
     # DDP at N=4: a sum of four is not commutative in floating point, so the gradient
     # buckets' layout must be the same in the resumed run as in the uninterrupted one
@@ -145,10 +141,6 @@ def test_resume_is_bit_exact_on_four_ranks(tmp_path):
 
 
 @pytest.mark.timeout(1200)  # three sweeps of three 2-rank jobs, on shared cores
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 19.6: the first epoch after a resume misses a checkpoint gather",
-)
 def test_resume_is_bit_exact_for_diloco_and_the_tuning_free_baselines(tmp_path):
     # DiLoCo: its outer state (anchor, momentum) comes from the checkpoint; schedule-free:
     # saved in eval mode (x), y recomputed at the next epoch's start as in a run that never

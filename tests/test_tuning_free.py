@@ -21,7 +21,7 @@ from apts.config.validate import validate
 from apts.errors import ConfigError
 from apts.optim.flat import flat_params
 from apts.optim.tuning_free import Prodigy, ScheduleFreeAdamW
-from apts.training.loop import _switch
+from apts.training.loop import switch_mode
 
 PAIRS = [
     (Prodigy, prodigyopt.Prodigy, dict(weight_decay=1e-2, d_coef=2.0)),
@@ -37,9 +37,9 @@ def test_the_classes_are_the_authors_optimizers_bit_for_bit(ours, theirs, kw):
     assert a.defaults == b.defaults  # the authors' defaults, nothing added
     for t in range(6):
         for m, opt in ((model, a), (other, b)):
-            _switch(opt, "train")
+            switch_mode(opt, "train")
             local_step(m, opt, x, y, 0, 1, t)
-            _switch(opt, "eval")
+            switch_mode(opt, "eval")
         assert torch.equal(flat_params(model.parameters()), flat_params(other.parameters()))
     assert (flat_params(model.parameters()) - flat_params(make_problem()[0].parameters())).any()
     assert_plain(a.state_dict())
@@ -52,18 +52,18 @@ def test_schedule_free_resumed_from_an_eval_mode_save_continues_bit_for_bit():
     opt = ScheduleFreeAdamW(model.parameters(), lr=1e-2)
 
     def epoch(m, o, t0):
-        _switch(o, "train")
+        switch_mode(o, "train")
         for t in range(t0, t0 + 4):
             local_step(m, o, x, y, 0, 1, t)
-        _switch(o, "eval")
+        switch_mode(o, "eval")
 
     epoch(model, opt, 0)
     saved = pickle.loads(pickle.dumps((model.state_dict(), opt.state_dict())))
     assert saved[1]["param_groups"][0]["train_mode"] is False  # x is what was saved
     x_point = flat_params(model.parameters())
-    _switch(opt, "train")
+    switch_mode(opt, "train")
     assert not torch.equal(flat_params(model.parameters()), x_point)  # y differs from x
-    _switch(opt, "eval")
+    switch_mode(opt, "eval")
     epoch(model, opt, 4)
     model2 = make_problem(dtype=torch.float32, seed=1)[0]
     opt2 = ScheduleFreeAdamW(model2.parameters(), lr=1e-2)

@@ -39,6 +39,7 @@ from apts.runtime.outcome import Outcome, Status, first_failure, record
 from apts.runtime.rank import report_outcome, run_rank
 from apts.runtime.rendezvous import rendezvous_dir
 from apts.training.checkpoint import load_checkpoint
+from apts.training.trial import trial_step
 
 # Seconds a failing job's other ranks get to stop on SIGTERM before SIGKILL (twice, at
 # most: torch.multiprocessing waits once before SIGTERM, once before SIGKILL).
@@ -107,10 +108,12 @@ def check_checkpoint(run_dir: str, cfg: dict) -> None:
 
 def prepare(cfg: dict, run_dir: str, plan: Plan) -> Dataset:
     """Every check that needs the data or the run directory's files, before anything is
-    written: the data loads and fits, the GPUs suffice, a resume's checkpoint is usable.
-    The data is returned; a check that fails raises a one-line error."""
+    written: the data loads and fits, the GPUs suffice, a resume's checkpoint is usable,
+    the model takes the data and the optimizer its options (:func:`trial_step`). The data
+    is returned; a check that fails raises a one-line error."""
     ds = load_data(cfg)
     check_data_fits(cfg, ds)
+    trial_step(cfg, ds, step=resolve_device(cfg) == "cpu")
     if resolve_device(cfg) == "cuda" and cfg["subdomains"] > torch.cuda.device_count():
         raise ConfigError(
             f"subdomains={cfg['subdomains']} needs one GPU per rank but "

@@ -26,6 +26,7 @@ from apts.runtime.launch import (
 from apts.runtime.outcome import Outcome, Status, record
 from apts.runtime.rank import run_rank
 from apts.training.comm import Comm
+from apts.training.trial import trial_step
 
 
 def _env_int(key: str, lo: int, hi: int | None = None, default: str | None = None) -> int:
@@ -155,6 +156,7 @@ def join_world(
         if env["local_rank"] != 0:
             ds = load_data(cfg, download=False)
         check_data_fits(cfg, ds)
+        trial_step(cfg, ds, step=device == "cpu")  # every rank alike: no collective
     except (DataError, ConfigError) as e:
         out = Outcome.failed(str(e), bad_input=True)
     else:

@@ -8,11 +8,14 @@ local L-SR1 memory, local SGD's moments —, its RNG state); one ``gather`` (kin
 
     {"format": 1, "epoch": e, "world_size": N, "config": {...}, "model": state_dict,
      "ranks": [{"optimizer": ..., "rng": ..., "cuda_rng": ...} for each rank],
-     "comm": rank 0's collective counters, "elapsed_s": seconds trained so far}
+     "comm": rank 0's collective counters, "comm_logged": those the last metrics line
+     counted up to, "elapsed_s": seconds trained so far}
 
-Rank 0's counters are saved after the gather is counted, so a resumed run logs the same
-``comm_*`` values as one that never stopped. Every rank of a resumed run reads the file
-itself (the run directory is on a filesystem all ranks see, as for any multi-node job).
+Rank 0's counters are saved after the gather is counted, and ``comm_logged`` before it, so
+a resumed run logs the same ``comm_*`` values as one that never stopped (its first epoch's
+``comm_by_kind`` includes the previous epoch's checkpoint gather, as it would have). Every
+rank of a resumed run reads the file itself (the run directory is on a filesystem all
+ranks see, as for any multi-node job).
 """
 
 from __future__ import annotations
@@ -75,9 +78,10 @@ def gather_checkpoint(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
     elapsed_s: float,
+    logged: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Collect every rank's state on rank 0 (one counted gather); the full checkpoint
-    there, None elsewhere."""
+    there, None elsewhere. ``logged``: rank 0's counters as of the epoch's metrics line."""
     payloads = comm.gather_bytes(_serialise(rank_state(opt)), kind="checkpoint")
     if payloads is None:
         return None
@@ -89,6 +93,7 @@ def gather_checkpoint(
         "model": model.state_dict(),
         "ranks": [_deserialise(p) for p in payloads],
         "comm": comm.state(),
+        "comm_logged": logged or {},
         "elapsed_s": elapsed_s,
     }
 

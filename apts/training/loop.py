@@ -83,9 +83,9 @@ def build_model(mcfg: Mapping, shape, num_classes: int) -> torch.nn.Module:
     return group_factory(mcfg)(shape=tuple(shape), num_classes=int(num_classes))
 
 
-def build_optimizer(ocfg: dict, model: torch.nn.Module, comm: Comm) -> torch.optim.Optimizer:
+def build_optimizer(ocfg: dict, model: torch.nn.Module, comm: Comm | None) -> torch.optim.Optimizer:
     """The optimizer of the ``optimizer`` config group on ``model``'s parameters; those that
-    communicate themselves get ``comm``."""
+    communicate themselves get ``comm`` (None: a single process)."""
     factory = optimizer_factory(ocfg)
     if communicates_itself(factory):
         return factory(model.parameters(), comm=comm)
@@ -275,7 +275,7 @@ def run_epoch(
     res = EpochResult(torch.zeros((), dtype=torch.float64, device=dev))
     res.first_bad = torch.full((), -1, dtype=torch.int64, device=dev)
     s.model.train()
-    _switch(s.opt, "train")
+    switch_mode(s.opt, "train")
     for step, idx in enumerate(batches, start=1):
         sidx = shard(idx, rank, world, s.overlap)
         x = to_float(ds.train_x[sidx], ds.mean, ds.std, dev)
@@ -305,11 +305,11 @@ def run_epoch(
     sync = getattr(s.opt, "synchronize", None)  # local SGD/Adam: evaluate the average
     if sync is not None:
         sync()
-    _switch(s.opt, "eval")
+    switch_mode(s.opt, "eval")
     return res
 
 
-def _switch(opt: torch.optim.Optimizer, mode: str) -> None:
+def switch_mode(opt: torch.optim.Optimizer, mode: str) -> None:
     """``opt.train()``/``opt.eval()`` for optimizers that keep a training point apart from
     the point to evaluate and save (schedule-free: y and x); no-op for the others."""
     switch = getattr(opt, mode, None)
@@ -380,8 +380,8 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
     t_start = time.perf_counter()
     final: dict[str, Any] = {}
     # comm_by_kind counts since the previous line: epoch 1 includes the start-up's
-    # collectives, later epochs the previous epoch's checkpoint gather
-    by_kind0 = comm.snapshot() if start else {}
+    # collectives, later epochs (resumed ones too) the previous epoch's checkpoint gather
+    by_kind0 = (resume.get("comm_logged") or comm.snapshot()) if start else {}
     for epoch in range(start + 1, cfg["epochs"] + 1):
         t0 = time.perf_counter()
         calls0, bytes0 = comm.total_calls(), comm.total_bytes()
@@ -431,7 +431,13 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
             by_kind0 = by_kind
         if cfg.get("checkpoint", True):
             ckpt = gather_checkpoint(
-                comm, epoch=epoch, cfg=cfg, model=s.model, opt=s.opt, elapsed_s=elapsed
+                comm,
+                epoch=epoch,
+                cfg=cfg,
+                model=s.model,
+                opt=s.opt,
+                elapsed_s=elapsed,
+                logged=by_kind0,
             )
             if ckpt is not None:
                 save_checkpoint(run_dir, ckpt)

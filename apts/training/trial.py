@@ -1,0 +1,64 @@
+"""One trial step before any rank starts: the model takes the data, the optimizer its options.
+
+The config checks (:mod:`apts.config.validate`) know the keys of the yaml files; what only
+torch knows is found by building the run's model on the data's shape and taking one
+optimizer step on two training samples, in the launching process, on the CPU. A model
+that cannot take the images (``model=cnn`` on a 4x4 synthetic set), a keyword the
+optimizer's class does not take (``+optimizer.foo=1``) or a setting torch refuses only
+when it steps (``+optimizer.capturable=true`` on the CPU) is then one line and exit 2, with
+nothing written, instead of a traceback in every rank.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from apts.data.dataset import Dataset, to_float
+from apts.errors import ConfigError, one_line
+from apts.training.loop import (
+    build_model,
+    build_optimizer,
+    needs,
+    optimizer_factory,
+    switch_mode,
+)
+
+
+def trial_step(cfg: dict, ds: Dataset, *, step: bool = True) -> None:
+    """Build ``cfg``'s model on ``ds`` and (``step``) take one optimizer step on two samples;
+    a failure is a one-line :class:`ConfigError`. The caller's RNG state is left as it was.
+    ``step=False`` checks construction only (a CUDA run: some options are for the GPU)."""
+    mname, oname = cfg["model"].get("name", "?"), cfg["optimizer"].get("name", "?")
+    x = to_float(ds.train_x[:2], ds.mean, ds.std)
+    y = ds.train_y[:2]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = build_model(cfg["model"], ds.shape, ds.num_classes)
+            F.cross_entropy(model(x), y)
+        except Exception as e:
+            raise ConfigError(
+                f"model={mname} cannot take {ds.name}'s images (shape {list(ds.shape)}, "
+                f"{ds.num_classes} classes): {one_line(e)}; choose another model or dataset"
+            ) from None
+        try:
+            opt = build_optimizer(cfg["optimizer"], model, None)  # one process
+            if step:
+                switch_mode(opt, "train")  # schedule-free steps in train mode only
+
+                def closure() -> torch.Tensor:
+                    opt.zero_grad()
+                    loss = F.cross_entropy(model(x), y)
+                    loss.backward()
+                    return loss
+
+                if needs(optimizer_factory(cfg["optimizer"]), "requires_closure"):
+                    opt.step(closure)
+                else:
+                    closure()
+                    opt.step()
+        except Exception as e:
+            raise ConfigError(
+                f"optimizer={oname} does not take its options: {one_line(e)}; "
+                "check the optimizer.* overrides (apts-train --help lists them)"
+            ) from None
