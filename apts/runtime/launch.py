@@ -113,7 +113,7 @@ def prepare(cfg: dict, run_dir: str, plan: Plan) -> Dataset:
     is returned; a check that fails raises a one-line error."""
     ds = load_data(cfg)
     check_data_fits(cfg, ds)
-    trial_step(cfg, ds, step=resolve_device(cfg) == "cpu")
+    trial_step(cfg, ds, step=None if resolve_device(cfg) == "cpu" else False)
     if resolve_device(cfg) == "cuda" and cfg["subdomains"] > torch.cuda.device_count():
         raise ConfigError(
             f"subdomains={cfg['subdomains']} needs one GPU per rank but "

@@ -156,7 +156,9 @@ def join_world(
         if env["local_rank"] != 0:
             ds = load_data(cfg, download=False)
         check_data_fits(cfg, ds)
-        trial_step(cfg, ds, step=device == "cpu")  # every rank alike: no collective
+        trial_step(
+            cfg, ds, step=None if device == "cpu" else False
+        )  # every rank alike: no collective
     except (DataError, ConfigError) as e:
         out = Outcome.failed(str(e), bad_input=True)
     else:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+from apts.config.paths import CONFIG_DIR
 from apts.data.dataset import Dataset, to_float
 from apts.errors import ConfigError, one_line
 from apts.training.loop import (
@@ -25,10 +27,25 @@ from apts.training.loop import (
 )
 
 
-def trial_step(cfg: dict, ds: Dataset, *, step: bool = True) -> None:
+def added_options(ocfg: dict) -> set[str]:
+    """The optimizer's keys that its yaml file does not have (``+optimizer.capturable=true``):
+    torch keywords that the config checks know only by name."""
+    path = CONFIG_DIR / "optimizer" / f"{ocfg.get('name')}.yaml"
+    shipped = set(OmegaConf.load(path).get("optimizer", {})) if path.is_file() else set()
+    return set(ocfg) - shipped
+
+
+def trial_step(cfg: dict, ds: Dataset, *, step: bool | None = None) -> None:
     """Build ``cfg``'s model on ``ds`` and (``step``) take one optimizer step on two samples;
     a failure is a one-line :class:`ConfigError`. The caller's RNG state is left as it was.
-    ``step=False`` checks construction only (a CUDA run: some options are for the GPU)."""
+
+    ``step=None`` steps only when the optimizer has options that its yaml file does not
+    (the shipped ones are tested to step); building a torch optimizer and its first step
+    import ``torch._dynamo`` (about 2 s), which a launcher that trains nothing should not
+    pay. ``step=False`` checks the model only (the optimizer's construction is checked by
+    :func:`apts.config.validate.validate`; a CUDA run: some options are for the GPU)."""
+    if step is None:
+        step = bool(added_options(cfg["optimizer"]))
     mname, oname = cfg["model"].get("name", "?"), cfg["optimizer"].get("name", "?")
     x = to_float(ds.train_x[:2], ds.mean, ds.std)
     y = ds.train_y[:2]
@@ -41,22 +58,23 @@ def trial_step(cfg: dict, ds: Dataset, *, step: bool = True) -> None:
                 f"model={mname} cannot take {ds.name}'s images (shape {list(ds.shape)}, "
                 f"{ds.num_classes} classes): {one_line(e)}; choose another model or dataset"
             ) from None
+        if not step:
+            return
         try:
             opt = build_optimizer(cfg["optimizer"], model, None)  # one process
-            if step:
-                switch_mode(opt, "train")  # schedule-free steps in train mode only
+            switch_mode(opt, "train")  # schedule-free steps in train mode only
 
-                def closure() -> torch.Tensor:
-                    opt.zero_grad()
-                    loss = F.cross_entropy(model(x), y)
-                    loss.backward()
-                    return loss
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                return loss
 
-                if needs(optimizer_factory(cfg["optimizer"]), "requires_closure"):
-                    opt.step(closure)
-                else:
-                    closure()
-                    opt.step()
+            if needs(optimizer_factory(cfg["optimizer"]), "requires_closure"):
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
         except Exception as e:
             raise ConfigError(
                 f"optimizer={oname} does not take its options: {one_line(e)}; "
