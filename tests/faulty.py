@@ -7,7 +7,9 @@ as it reaches every optimizer; spawned ranks import it through ``PYTHONPATH``.
 - ``init``: construction, in a rank of a process group only (the precheck's trial
   construction passes);
 - ``step``: the ``fail_step``-th step of the run, counted by Adam's own ``step`` state (a
-  resumed run counts on);
+  resumed run counts on). Options beyond the yaml make the precheck's trial take one step
+  of a fresh optimizer in the launcher (rank 0, no process group): with one rank, a
+  failure inside the run is asked for with ``fail_step`` >= 2;
 - ``state_dict``: the checkpoint; ``load_state_dict``: a resume's restore.
 """
 

@@ -105,7 +105,7 @@ RANK_FAILURES = [
     pytest.param(2, "step", 1, 1, False, id="first-step-rank1of2", marks=slow),
     pytest.param(2, "step", 0, 5, False, id="epoch2-step-rank0of2", marks=slow),
     pytest.param(2, "state_dict", 1, 1, False, id="checkpoint-rank1of2", marks=slow),
-    pytest.param(1, "step", 0, 1, False, id="first-step-one-rank", marks=slow),
+    pytest.param(1, "step", 0, 2, False, id="second-step-one-rank", marks=slow),
     pytest.param(1, "state_dict", 0, 1, False, id="checkpoint-one-rank", marks=slow),
     pytest.param(2, "load_state_dict", 1, 4, True, id="restore-rank1of2"),
     pytest.param(1, "load_state_dict", 0, 4, True, id="restore-one-rank", marks=slow),

@@ -23,6 +23,7 @@ import os
 import signal
 import time
 from datetime import timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,11 @@ def set_loopback_iface(host: str) -> None:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
-def _spawned_rank(local_rank: int, cfg: dict, run_dir: str, ds: Dataset, job: str, plan) -> None:
+def _spawned_rank(
+    local_rank: int, cfg: dict, run_dir: str, ds: Dataset, job: str, plan, reports: list
+) -> None:
     world = cfg["subdomains"]
+    report = reports[local_rank]  # this rank's end of its pipe to the launcher
     job_dir = Path(job)
     device = resolve_device(cfg)
     if device == "cuda":
@@ -146,9 +150,9 @@ def _spawned_rank(local_rank: int, cfg: dict, run_dir: str, ds: Dataset, job: st
     except BaseException as e:
         out = Outcome.of_exception(e, local_rank)
         out.reason = f"rendezvous: {out.reason}"
-        report_outcome(job_dir, local_rank, out)
+        report_outcome(report, local_rank, out)
         exit_rank(out.exit_code)
-    out = run_rank(cfg, run_dir, ds, local_rank, world, plan, job_dir)
+    out = run_rank(cfg, run_dir, ds, local_rank, world, plan, report)
     exit_rank(out.exit_code)
 
 
@@ -190,15 +194,16 @@ def _stop_all(processes: list, grace: float) -> None:
         p.join()
 
 
-def _rank_outcomes(job_dir: Path, world: int) -> dict[int, Outcome]:
-    """The outcomes the ranks reported, by rank."""
-    out = {}
-    for r in range(world):
+def _drain(pipes: list[Connection], got: dict[int, Outcome]) -> dict[int, Outcome]:
+    """Read the outcomes that the ranks have sent down their pipes into ``got`` (by rank);
+    read while waiting, so that no rank blocks on a full pipe."""
+    for r, conn in enumerate(pipes):
         try:
-            out[r] = Outcome.from_json((job_dir / f"rank{r}.json").read_text())
-        except (OSError, ValueError, TypeError):
+            if r not in got and conn.poll():
+                got[r] = Outcome.from_json(conn.recv_bytes().decode())
+        except (EOFError, OSError, ValueError, TypeError):
             continue
-    return out
+    return got
 
 
 def _silent_rank(e: mp.ProcessExitedException | mp.ProcessRaisedException) -> Outcome:
@@ -215,13 +220,12 @@ def _silent_rank(e: mp.ProcessExitedException | mp.ProcessRaisedException) -> Ou
     return Outcome.failed(f"exited with code {code}", rank)
 
 
-def _job_outcome(job_dir: Path, world: int, crash, signum: int | None) -> Outcome:
+def _job_outcome(reports: dict[int, Outcome], crash, signum: int | None) -> Outcome:
     """The job's outcome: a stop signal to this process, else the first failing rank's
     own report (a rank that fails because a peer left reports after that peer), else the
     exit of a rank that could not report, else rank 0's completed outcome."""
     if signum is not None:
         return Outcome.interrupted(signum)
-    reports = _rank_outcomes(job_dir, world)
     first = first_failure(list(reports.values()))
     if first is not None:
         return first
@@ -233,17 +237,25 @@ def _job_outcome(job_dir: Path, world: int, crash, signum: int | None) -> Outcom
 def _spawn(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> Outcome:
     world = cfg["subdomains"]
     set_loopback_iface(cfg["launcher"]["master_addr"] or "127.0.0.1")
+    pipes = [mp.get_context("spawn").Pipe(duplex=False) for _ in range(world)]
+    readers = [r for r, _ in pipes]
+    reports: dict[int, Outcome] = {}
     with rendezvous_dir() as job_dir, _SignalFlag() as flag:
-        ctx = mp.start_processes(
-            _spawned_rank,
-            args=(cfg, run_dir, ds, str(job_dir), plan),
-            nprocs=world,
-            join=False,
-            start_method="spawn",
-        )
+        try:
+            ctx = mp.start_processes(
+                _spawned_rank,
+                args=(cfg, run_dir, ds, str(job_dir), plan, [w for _, w in pipes]),
+                nprocs=world,
+                join=False,
+                start_method="spawn",
+            )
+        finally:
+            for _, w in pipes:  # the ranks hold their own copies
+                w.close()
         crash = None
         try:
             while not ctx.join(timeout=0.25, grace_period=GRACE_S):
+                _drain(readers, reports)
                 if flag.signum is not None:
                     _stop_all(ctx.processes, 2 * GRACE_S)
                     break
@@ -251,7 +263,10 @@ def _spawn(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> Outcome:
             crash = e
         finally:
             _stop_all(ctx.processes, 0.0)
-        return _job_outcome(job_dir, world, crash, flag.signum)
+        _drain(readers, reports)
+        for r in readers:
+            r.close()
+        return _job_outcome(reports, crash, flag.signum)
 
 
 def _run_single(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> Outcome:

@@ -4,7 +4,7 @@ writes it into the run directory.
 
 An outcome is made in one place, :meth:`Outcome.of_exception`, inside the ``except``
 block that caught the exception (so the traceback is the real one). A spawned rank hands
-its outcome to the launcher as JSON (``rank<r>.json`` in the job's private folder); the
+its outcome to the launcher as JSON down a pipe of its own (nothing on disk to fill); the
 launcher takes the first failing rank's and records it; a single rank, or rank 0 of a
 torchrun world, records its own. Whatever comes later never replaces a completed (or
 diverged) record of the same epochs (:func:`apts.rundir.write_summary`).

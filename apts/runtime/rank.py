@@ -2,16 +2,16 @@
 
 :func:`run_rank` never raises: whatever happens, the rank ends with an
 :class:`~apts.runtime.outcome.Outcome`, made inside the ``except`` block that caught the
-exception (so its traceback is the real one), and hands it on: a spawned rank writes it
-to the launcher's private folder (``rank<r>.json``), a rank of a single-process run or of
-a torchrun world returns it to its caller.
+exception (so its traceback is the real one), and hands it on: a spawned rank sends it
+down its own pipe to the launcher (no file: a full TMPDIR or run directory cannot lose
+it), a rank of a single-process run or of a torchrun world returns it to its caller.
 """
 
 from __future__ import annotations
 
 import sys
 import tempfile
-from pathlib import Path
+from multiprocessing.connection import Connection
 
 import torch.distributed as dist
 
@@ -31,17 +31,18 @@ from apts.training.comm import Comm
 from apts.training.loop import train
 
 
-def report_outcome(report: Path | None, rank: int, out: Outcome) -> None:
-    """Hand this rank's outcome to the supervising launcher (spawned ranks only)."""
+def report_outcome(report: Connection | None, rank: int, out: Outcome) -> None:
+    """Hand this rank's outcome to the supervising launcher (spawned ranks only), down the
+    pipe the launcher gave this rank; the launcher drains it while it waits."""
     if report is None:
         return
     try:
-        (report / f"rank{rank}.json").write_text(out.to_json())
-    except OSError as e:  # a full TMPDIR: the exit code still says that the rank failed
+        report.send_bytes(out.to_json().encode())
+    except OSError as e:  # the launcher is gone: the exit code still says how it ended
         print(f"apts-train: error: {out.message} (not reported: {e})", file=sys.stderr)
 
 
-def _heartbeat(cfg: dict, run_dir: str, rank: int, world: int, report: Path | None):
+def _heartbeat(cfg: dict, run_dir: str, rank: int, world: int, report: Connection | None):
     """Start this rank's heartbeat thread (None with one rank). A stalled peer or a store
     that fails ends this rank, after saying why."""
     if world == 1:
@@ -83,13 +84,19 @@ def _heartbeat(cfg: dict, run_dir: str, rank: int, world: int, report: Path | No
 
 
 def run_rank(
-    cfg: dict, run_dir: str, ds: Dataset, rank: int, world: int, plan: Plan, report: Path | None
+    cfg: dict,
+    run_dir: str,
+    ds: Dataset,
+    rank: int,
+    world: int,
+    plan: Plan,
+    report: Connection | None,
 ) -> Outcome:
     """Train as one rank and leave the process group cleanly; never raises.
 
     On success every rank passes a last barrier before the group is destroyed, so none
     leaves while rank 0 still evaluates; otherwise peers may be gone and the rank just
-    reports (``report``: the launcher's folder for spawned ranks). The outcome of a
+    reports (``report``: the pipe to the launcher, for spawned ranks). The outcome of a
     completed run carries rank 0's last epoch's metrics.
     """
     install_signal_handlers()
