@@ -374,6 +374,43 @@ def train(
     return final
 
 
+def _since(counts: dict, before: dict) -> dict:
+    """Collective counters (``{"calls": {kind: n}, "bytes": {...}}``) less ``before``."""
+    return {
+        what: {k: n - before.get(what, {}).get(k, 0) for k, n in by.items()}
+        for what, by in counts.items()
+    }
+
+
+def _epoch_record(s: Setup, ds: Dataset, cfg: dict, epoch, res, batches, samples, counters):
+    """Rank 0's metrics line of an epoch (the loop adds loss and timings): the splits'
+    accuracy and loss, this epoch's and the run's collectives, passes per sample, and the
+    optimizer's own figures (radius, accepted/rejected, ...; the loop's keys win)."""
+    comm = s.comm
+    calls0, bytes0, comm_s0 = counters
+    drawn = sum(len(b) for b in batches)  # the same every epoch
+    rec = {
+        "epoch": epoch,
+        "train_loss": None,
+        **evaluate_splits(s.model, ds, s.device, cfg["eval_batch_size"]),
+        "comm_calls": comm.total_calls() - calls0,
+        "comm_bytes": comm.total_bytes() - bytes0,
+        "comm_calls_total": comm.total_calls(),
+        "comm_bytes_total": comm.total_bytes(),
+        "grad_evals": samples / max(1, drawn),
+        "steps": len(batches),
+        "samples": drawn,
+        "samples_total": drawn * epoch,
+        "wall_s": None,
+        "fwd_bwd_s": res.fwd_bwd_s,
+        # blocking optimizer collectives (DDP's overlap with backward: not timed)
+        "comm_s": comm.seconds["optimizer"] - comm_s0,
+        "elapsed_s": None,
+    }
+    rec.update({k: v for k, v in res.stats.summary().items() if k not in rec})
+    return rec
+
+
 def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) -> dict:
     comm, rank = s.comm, s.comm.rank
     elapsed0 = resume["elapsed_s"] if resume is not None else 0.0
@@ -396,37 +433,12 @@ def _epochs(s: Setup, cfg: dict, ds: Dataset, logger, run_dir, start, resume) ->
         train_loss, samples = reduce_epoch(s, res, cfg, epoch, len(batches))
         elapsed = elapsed0 + time.perf_counter() - t_start
         if rank == 0:
-            drawn = sum(len(b) for b in batches)  # the same every epoch
-            final = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                **evaluate_splits(s.model, ds, s.device, cfg["eval_batch_size"]),
-                "comm_calls": comm.total_calls() - calls0,
-                "comm_bytes": comm.total_bytes() - bytes0,
-                "comm_calls_total": comm.total_calls(),
-                "comm_bytes_total": comm.total_bytes(),
-                "grad_evals": samples / max(1, drawn),
-                "steps": len(batches),
-                "samples": drawn,
-                "samples_total": drawn * epoch,
-                "wall_s": train_s,
-                "fwd_bwd_s": res.fwd_bwd_s,
-                # blocking optimizer collectives (DDP's overlap with backward: not timed)
-                "comm_s": comm.seconds["optimizer"] - comm_s0,
-                "elapsed_s": elapsed,
-            }
-            # optimizer extras (radius, accepted/rejected, ...); the loop's own keys win
-            final.update({k: v for k, v in res.stats.summary().items() if k not in final})
+            counters = (calls0, bytes0, comm_s0)
+            final = _epoch_record(s, ds, cfg, epoch, res, batches, samples, counters)
+            final.update(train_loss=train_loss, wall_s=train_s, elapsed_s=elapsed)
             by_kind = comm.snapshot()
             logger.log_epoch(
-                final,
-                {
-                    "comm_by_kind": {
-                        what: {k: n - by_kind0.get(what, {}).get(k, 0) for k, n in counts.items()}
-                        for what, counts in by_kind.items()
-                    },
-                    "comm_by_kind_total": by_kind,
-                },
+                final, {"comm_by_kind": _since(by_kind, by_kind0), "comm_by_kind_total": by_kind}
             )
             by_kind0 = by_kind
         if cfg.get("checkpoint", True):
