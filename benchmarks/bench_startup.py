@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             times = []
             for k in range(args.repeat):
                 run = ["hydra.run.dir=" + os.path.join(tmp, f"run{i}-{k}")] if "-m" in cmd else []
-                times.append(wall(cmd + run, tmp))
+                times.append(wall(cmd[:3] + run + cmd[3:], tmp))
             runs = ", ".join(f"{t:.2f}" for t in times)
             print(f"| {name} | {statistics.median(times):.2f} | {runs} |", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
