@@ -10,7 +10,7 @@ from torch import nn
 
 from apts.config.validate import CONFIG_DIR
 from apts.models import cnn, count_parameters, fcnn, resnet18
-from apts.training.loop import build_model
+from apts.training.setup import build_model
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 MODEL_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))

@@ -19,7 +19,7 @@ from apts.config.paths import CONFIG_DIR
 from apts.data.load import DATASETS
 from apts.errors import ConfigError
 from apts.runtime.world import torchrun_env
-from apts.training.loop import group_factory, needs
+from apts.training.setup import group_factory, needs
 
 GROUPS = ("dataset", "model", "optimizer", "launcher", "experiment")
 

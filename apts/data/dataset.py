@@ -166,6 +166,38 @@ def _seeded_generator(*entropy: int) -> torch.Generator:
 _SYNTH_SEPARATION = 0.25  # weight of the class-specific field at 1x28x28
 
 
+def _prototypes(c: int, h: int, w: int, num_classes: int, seed: int) -> torch.Tensor:
+    """The synthetic classes' prototype images ``[num_classes, c, h, w]`` in [0, 1]."""
+    g = _seeded_generator(seed, 0)
+    coarse = (max(2, h // 7), max(2, w // 7))
+    common = torch.rand(1, c, *coarse, generator=g)
+    own = torch.rand(num_classes, c, *coarse, generator=g) - 0.5
+    # classes share most of their picture: separable, but not at a glance
+    # scaled so that bigger images (more evidence per sample) are about as hard as 1x28x28
+    sep = min(0.5, _SYNTH_SEPARATION * math.sqrt(784 / (c * h * w)))
+    fields = 0.25 + 0.5 * common + sep * own
+    return F.interpolate(fields, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def _synthetic_samples(
+    protos: torch.Tensor, n: int, noise: float, seed: int, stream: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` uint8 samples of the prototypes' classes, from random stream ``stream``."""
+    num_classes, c, h, w = protos.shape
+    gen = _seeded_generator(seed, stream)
+    y = torch.randint(num_classes, (n,), generator=gen)
+    xs = []
+    for lo in range(0, n, 4096):  # bounded float memory
+        yb = y[lo : lo + 4096]
+        m = yb.shape[0]
+        a = torch.empty(m, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
+        b = torch.empty(m, 1, 1, 1).uniform_(-0.2, 0.2, generator=gen)
+        x = augment(protos[yb], gen, pad=2, flip=False)
+        x = a * x + b + noise * torch.randn(m, c, h, w, generator=gen)
+        xs.append(x.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
+    return torch.cat(xs), y
+
+
 def make_synthetic(
     n_train: int = 10000,
     n_test: int = 2000,
@@ -195,32 +227,9 @@ def make_synthetic(
             f"shape={tuple(shape)} num_classes={num_classes} n_train={n_train} "
             f"n_test={n_test} noise={noise}"
         )
-    g = _seeded_generator(seed, 0)
-    coarse = (max(2, h // 7), max(2, w // 7))
-    common = torch.rand(1, c, *coarse, generator=g)
-    own = torch.rand(num_classes, c, *coarse, generator=g) - 0.5
-    # classes share most of their picture: separable, but not at a glance
-    # scaled so that bigger images (more evidence per sample) are about as hard as 1x28x28
-    sep = min(0.5, _SYNTH_SEPARATION * math.sqrt(784 / (c * h * w)))
-    fields = 0.25 + 0.5 * common + sep * own
-    protos = F.interpolate(fields, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
-
-    def sample(n: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = _seeded_generator(seed, stream)
-        y = torch.randint(num_classes, (n,), generator=gen)
-        xs = []
-        for lo in range(0, n, 4096):  # bounded float memory
-            yb = y[lo : lo + 4096]
-            m = yb.shape[0]
-            a = torch.empty(m, 1, 1, 1).uniform_(0.6, 1.4, generator=gen)
-            b = torch.empty(m, 1, 1, 1).uniform_(-0.2, 0.2, generator=gen)
-            x = augment(protos[yb], gen, pad=2, flip=False)
-            x = a * x + b + noise * torch.randn(m, c, h, w, generator=gen)
-            xs.append(x.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
-        return torch.cat(xs), y
-
-    train_x, train_y = sample(n_train, 1)
-    test_x, test_y = sample(n_test, 2)
+    protos = _prototypes(c, h, w, num_classes, seed)
+    train_x, train_y = _synthetic_samples(protos, n_train, noise, seed, 1)
+    test_x, test_y = _synthetic_samples(protos, n_test, noise, seed, 2)
     mean, std = channel_stats(train_x)
     source = [
         {

@@ -214,7 +214,7 @@ def run_preset(preset: str, sweep: Path, extra: list[str]) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     ap.add_argument("--presets", nargs="+", help="run these presets instead of the profile's")
@@ -231,13 +231,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timeout-min", type=int, help="time limit of each job, minutes")
     ap.add_argument("--cpus-per-task", type=int, help="CPUs of each task (one task per rank)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
-    args = ap.parse_args(argv)
+    return ap
 
-    profile = PROFILES[args.profile]
-    check_options(args.presets or profile["presets"], args.out)
-    if not args.presets:
-        check_data(profile["datasets"], args.data_dir)
-    root = Path(args.out) / args.profile
+
+def _extra_overrides(args: argparse.Namespace, ap: argparse.ArgumentParser) -> list[str]:
+    """The overrides every run gets: the command line's, the data folder, the launcher."""
     extra = list(args.overrides)
     if args.data_dir:
         extra.append(f"dataset.data_dir={args.data_dir}")
@@ -251,6 +249,19 @@ def main(argv: list[str] | None = None) -> None:
         extra += [f"hydra.launcher.{k}={v}" for k, v in passed.items() if v is not None]
     elif any(v is not None for v in passed.values()):
         ap.error("--partition, --timeout-min and --cpus-per-task need --launcher")
+    return extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = _parser()
+    args = ap.parse_args(argv)
+
+    profile = PROFILES[args.profile]
+    check_options(args.presets or profile["presets"], args.out)
+    if not args.presets:
+        check_data(profile["datasets"], args.data_dir)
+    root = Path(args.out) / args.profile
+    extra = _extra_overrides(args, ap)
     parallel: dict[str, list[list[str]]] = {}
     sweeps, failed = [], []
     for preset in args.presets or profile["presets"]:

@@ -28,11 +28,10 @@ the kept point itself went bad.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,53 +42,11 @@ from apts.data.dataset import Dataset, augment, epoch_permutation, minibatches, 
 from apts.errors import Diverged, one_line
 from apts.models import count_parameters
 from apts.training.checkpoint import gather_checkpoint, restore, save_checkpoint
-from apts.training.comm import Comm
 from apts.training.logger import RunLogger
+from apts.training.setup import Setup, build
 
 # metrics.jsonl keys that are clock readings: everything else repeats exactly for a seed
 TIMING_KEYS = ("wall_s", "elapsed_s", "fwd_bwd_s", "comm_s")
-
-
-def group_factory(gcfg: Mapping) -> functools.partial:
-    """The ``_target_`` of a config group (``optimizer``, ``model``) with its options bound
-    (Hydra's ``instantiate``, partial): every key except ``name`` (the runner's label) is
-    an argument, declared nowhere else; the callee checks its ranges and rejects unknown
-    keys. The runner adds what only it knows: the parameters and ``comm``; the data's
-    ``shape`` and ``num_classes``."""
-    from hydra.utils import instantiate
-
-    args = {k: v for k, v in gcfg.items() if k != "name"}
-    return instantiate({**args, "_partial_": True}, _convert_="all")
-
-
-def optimizer_factory(ocfg: Mapping) -> Callable[..., torch.optim.Optimizer]:
-    """``params -> optimizer`` from the ``optimizer`` config group."""
-    return group_factory(ocfg)
-
-
-def needs(factory: functools.partial, what: str) -> bool:
-    """What the optimizer class says it needs, by a class attribute: ``requires_closure``
-    (``step(closure)``), ``requires_comm`` (it issues its own collectives; the others are
-    the data-parallel baselines, wrapped in DDP), ``uses_overlap`` (overlapping shards)."""
-    return bool(getattr(factory.func, what, False))
-
-
-def communicates_itself(factory: functools.partial) -> bool:
-    return needs(factory, "requires_comm")
-
-
-def build_model(mcfg: Mapping, shape, num_classes: int) -> torch.nn.Module:
-    """The network of the ``model`` config group for the data's ``shape`` = (C, H, W)."""
-    return group_factory(mcfg)(shape=tuple(shape), num_classes=int(num_classes))
-
-
-def build_optimizer(ocfg: dict, model: torch.nn.Module, comm: Comm | None) -> torch.optim.Optimizer:
-    """The optimizer of the ``optimizer`` config group on ``model``'s parameters; those that
-    communicate themselves get ``comm`` (None: a single process)."""
-    factory = optimizer_factory(ocfg)
-    if communicates_itself(factory):
-        return factory(model.parameters(), comm=comm)
-    return factory(model.parameters())
 
 
 def _threads_per_rank(world_size: int) -> int:
@@ -161,70 +118,6 @@ class EpochStats:
                 finite = [float(v) for v in vals if math.isfinite(float(v))]
                 out[key] = sum(finite) / len(finite) if finite else float("nan")
         return out
-
-
-@dataclass
-class Setup:
-    """One rank's model, optimizer and collectives."""
-
-    model: torch.nn.Module
-    net: torch.nn.Module  # the model, or its DDP wrapper (SGD/Adam baselines)
-    opt: torch.optim.Optimizer
-    comm: Comm
-    device: torch.device
-    closure_style: bool
-    overlap: float
-
-
-def build(cfg: dict, ds: Dataset) -> Setup:
-    """Model (seeded: identical on every rank, no broadcast), DDP when the optimizer does
-    not communicate itself, and the optimizer."""
-    device = torch.device("cpu")
-    if cfg["device"] in ("cuda", "auto") and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
-    comm = Comm()
-    torch.manual_seed(cfg["seed"])
-    model = build_model(cfg["model"], ds.shape, ds.num_classes).to(device)
-    factory = optimizer_factory(cfg["optimizer"])
-    net = model
-    if not communicates_itself(factory) and comm.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        # Identical seeded init: skip DDP's start-up broadcast; no per-forward buffer
-        # broadcasts either, so every collective is a counted gradient all-reduce.
-        net = DDP(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            init_sync=False,
-            forward_sync_buffers=False,
-        )
-        net.register_comm_hook(comm, Comm.ddp_hook)
-        settle_ddp_buckets(net, model, ds.shape, device, comm)
-    opt = build_optimizer(cfg["optimizer"], model, comm)
-    overlap = cfg["overlap"] if needs(factory, "uses_overlap") else 0.0
-    return Setup(model, net, opt, comm, device, needs(factory, "requires_closure"), overlap)
-
-
-def settle_ddp_buckets(net, model: torch.nn.Module, shape, device, comm: Comm) -> None:
-    """One backward pass through DDP before training, local only (nothing is reduced or
-    counted; the gradients are zero and dropped), in eval mode (no statistics change,
-    no random numbers drawn).
-
-    DDP reduces its first step's gradients in one bucket in parameter order, then rebuilds
-    its buckets once in the order the gradients became ready. A resumed run's first step
-    would otherwise be reduced in the first layout while the uninterrupted run used the
-    rebuilt one; a ring all-reduce sums each element in an order that depends on its
-    offset, and at N >= 3 floating-point sums depend on the order. With this pass every
-    run, fresh or resumed, reduces every step in the rebuilt layout."""
-    was_training = model.training
-    model.eval()
-    comm.ddp_local = True
-    try:
-        net(torch.zeros(2, *shape, device=device)).sum().backward()
-    finally:
-        comm.ddp_local = False
-        model.train(was_training)
-    model.zero_grad(set_to_none=True)
 
 
 @dataclass
