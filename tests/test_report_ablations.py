@@ -122,7 +122,7 @@ def _studies(out: Path) -> dict:
 
 
 def test_ablation_figure_marks_default_categories_and_error_bars(ablation_md, tmp_path):
-    from apts.report.plots import plot_ablations
+    from apts.report.ablation_plots import plot_ablations
 
     out, _ = ablation_md
     studies = _studies(out)

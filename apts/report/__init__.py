@@ -54,7 +54,8 @@ Definitions used in the report:
 
 Modules: :mod:`~apts.report.runs` (finding and reading run directories),
 :mod:`~apts.report.multirun` (the jobs a Hydra sweep planned),
-:mod:`~apts.report.groups` (configurations, sweeps, targets), :mod:`~apts.report.plots`,
+:mod:`~apts.report.groups` (configurations, sweeps, targets), :mod:`~apts.report.plots`
+and :mod:`~apts.report.ablation_plots` (the figures),
 the sections (:mod:`~apts.report.status`, :mod:`~apts.report.sections`,
 :mod:`~apts.report.communication`, :mod:`~apts.report.network`, :mod:`~apts.report.paper`,
 :mod:`~apts.report.tuning`, :mod:`~apts.report.ablations`),

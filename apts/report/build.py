@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from apts.report.ablation_plots import plot_ablations
 from apts.report.ablations import ablation_section, find_studies
 from apts.report.communication import (
     budget_of,
@@ -24,7 +25,6 @@ from apts.report.multirun import Multirun
 from apts.report.network import BenchRow, network_section
 from apts.report.paper import paper_section
 from apts.report.plots import (
-    plot_ablations,
     plot_acc_vs_comm,
     plot_acc_vs_cost,
     plot_comm_matched,
