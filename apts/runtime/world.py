@@ -156,9 +156,8 @@ def join_world(
         if env["local_rank"] != 0:
             ds = load_data(cfg, download=False)
         check_data_fits(cfg, ds)
-        trial_step(
-            cfg, ds, step=None if device == "cpu" else False
-        )  # every rank alike: no collective
+        # every rank tries alike, in one process of its own: no collective
+        trial_step(cfg, ds, step=None if device == "cpu" else False)
     except (DataError, ConfigError) as e:
         out = Outcome.failed(str(e), bad_input=True)
     else:

@@ -1,12 +1,12 @@
-"""One trial step before any rank starts: the model takes the data, the optimizer its options.
+"""A trial before any rank starts: the model takes the data, the optimizer its options.
 
-The config checks (:mod:`apts.config.validate`) know the keys of the yaml files; what only
-torch knows is found by building the run's model on the data's shape and taking one
-optimizer step on two training samples, in the launching process, on the CPU. A model
-that cannot take the images (``model=cnn`` on a 4x4 synthetic set), a keyword the
-optimizer's class does not take (``+optimizer.foo=1``) or a setting torch refuses only
-when it steps (``+optimizer.capturable=true`` on the CPU) is then one line and exit 2, with
-nothing written, instead of a traceback in every rank.
+The config checks (:mod:`apts.config.validate`) know the keys of the yaml files and build
+the optimizer once; what only torch knows is found here, in the launching process, on
+the CPU, once the data is loaded: the run's model is built on the data's shape and takes
+two training samples, and an optimizer given options beyond its yaml file takes one step
+on them. A model that cannot take the images (``model=cnn`` on 2x2 images) or a setting
+torch refuses only when it steps (``+optimizer.capturable=true`` on the CPU) is then one
+line and exit 2, with nothing written, instead of a traceback in every rank.
 """
 
 from __future__ import annotations
