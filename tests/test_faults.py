@@ -244,6 +244,14 @@ def test_a_resume_with_nothing_to_train_is_refused(stopped_run, tmp_path, epochs
 LONG = [*SMALL, "batch_size=100", "epochs=1000", "optimizer=adam", "subdomains=2"]
 
 
+def _failed_in_one_line(proc: subprocess.Popen, err: str, fragment: str) -> None:
+    """The run failed (exit 1) with no traceback, its last line an error naming ``fragment``."""
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    last = error_lines(err)[-1]
+    assert last.startswith("apts-train: error:") and fragment in last, err[-3000:]
+
+
 def _start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     return start_cli(*args, cwd=cwd, env=env, session=True)
 
@@ -390,10 +398,7 @@ def test_a_run_whose_directory_vanishes_ends_in_one_line(tmp_path):
         _, err = proc.communicate(timeout=120)
     finally:
         stop(proc)
-    assert proc.returncode == 1, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    last = error_lines(err)[-1]
-    assert last.startswith("apts-train: error:") and str(run) in last, err[-3000:]
+    _failed_in_one_line(proc, err, str(run))
     assert _leftover_job_dirs(env) == []
 
 
@@ -652,10 +657,7 @@ def test_a_disk_that_fills_mid_run_ends_it_in_one_line(tmp_path, which, fragment
             _, err = proc.communicate(timeout=120)
         finally:
             stop(proc)
-        assert proc.returncode == 1, err[-3000:]
-        assert "Traceback" not in err, err[-3000:]
-        last = error_lines(err)[-1]
-        assert last.startswith("apts-train: error:") and fragment in last, err[-3000:]
+        _failed_in_one_line(proc, err, fragment)
         summary = read_summary(run)
         assert summary["status"] == "failed" and fragment in summary["reason"], summary
         assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
