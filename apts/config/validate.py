@@ -86,6 +86,15 @@ def _int(cfg: Mapping, key: str, lo: int = 1) -> int:
     return v
 
 
+def _int_or_auto(cfg: Mapping, key: str) -> int | str:
+    v = _get(cfg, key)
+    if v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"{key}={v!r} must be auto or an integer >= 1; e.g. {key}=auto")
+    return v
+
+
 def _num(cfg: Mapping, key: str, lo: float, hi: float, lo_open=False, hi_open=False) -> float:
     v = _get(cfg, key)
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -171,7 +180,8 @@ def _validate_run(cfg: Mapping) -> None:
         raise ConfigError(f"seed={seed} is too large; use 0 <= seed <= {MAX_SEED}")
     batch = _int(cfg, "batch_size")
     n = _int(cfg, "subdomains")
-    _int(cfg, "eval_batch_size")
+    _optional(cfg, "micro_batch", _int_or_auto)
+    _int_or_auto(cfg, "eval_batch_size")
     overlap = _num(cfg, "overlap", 0.0, 1.0, hi_open=True)
     device = _choice(cfg, "device", DEVICES)
     for key in ("progress", "checkpoint"):

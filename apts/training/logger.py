@@ -97,6 +97,7 @@ TB_TAGS = {
     "wall_s": "time/epoch",
     "fwd_bwd_s": "time/fwd_bwd",
     "elapsed_s": "time/elapsed",
+    "peak_mem_mb": "mem/peak_mb",
     "grad_evals": "work/grad_evals",
     "steps": "work/steps",
     "samples": "work/samples",
@@ -193,7 +194,7 @@ class RunLogger:
         )
         what = f"resumed after epoch {resume_epoch}" if resume_epoch else "started"
         log.info(
-            "run %s %s: dataset=%s model=%s optimizer=%s subdomains=%s params=%s",
+            "run %s %s: dataset=%s model=%s optimizer=%s subdomains=%s params=%s micro_batch=%s",
             self.dir,
             what,
             cfg["dataset"]["name"],
@@ -201,6 +202,7 @@ class RunLogger:
             cfg["optimizer"]["name"],
             cfg["subdomains"],
             info.get("n_params"),
+            info.get("micro_batch"),
         )
         for src in info.get("data", []):
             log.info("data: %s", " ".join(f"{k}={v}" for k, v in src.items()))
@@ -295,8 +297,9 @@ class RunLogger:
             fields["best_epoch"], fields["best_val_acc"] = self.best
         fields["started_at"] = self.started_at
         fields["provenance"] = self.provenance
-        if "data" in self.info:
-            fields["data"] = self.info["data"]
+        for key in ("data", "micro_batch"):
+            if key in self.info:
+                fields[key] = self.info[key]
         write_summary(self.dir, "running", **fields)
 
     def close(self, status: str, final: dict[str, Any] | None = None, reason: str = "") -> None:

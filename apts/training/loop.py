@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,10 +44,20 @@ from apts.errors import Diverged, one_line
 from apts.models import count_parameters
 from apts.training.checkpoint import gather_checkpoint, restore, save_checkpoint
 from apts.training.logger import RunLogger
+from apts.training.micro import forward_backward
 from apts.training.setup import Setup, build
 
-# metrics.jsonl keys that are clock readings: everything else repeats exactly for a seed
-TIMING_KEYS = ("wall_s", "elapsed_s", "fwd_bwd_s", "comm_s")
+# metrics.jsonl keys that measure the machine (clocks, memory): everything else repeats
+# exactly for a seed
+TIMING_KEYS = ("wall_s", "elapsed_s", "fwd_bwd_s", "comm_s", "peak_mem_mb")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """This process's peak memory so far, in MiB: on CUDA the peak of torch's allocations,
+    else the peak resident set size (Linux's ``ru_maxrss``, in KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _threads_per_rank(world_size: int) -> int:
@@ -77,6 +88,15 @@ def evaluate(
         correct += (out.argmax(1) == yb).sum()
     model.train(was_training)
     return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def eval_batch(cfg: dict, s: Setup, ds: Dataset) -> int:
+    """Samples per evaluation forward pass: ``eval_batch_size``, or with ``auto`` the
+    training micro-batch (the whole split when that is one chunk)."""
+    size = cfg["eval_batch_size"]
+    if size == "auto":
+        size = s.micro_batch or max(len(ds.train_y), len(ds.test_y))
+    return int(size)
 
 
 def evaluate_splits(model: torch.nn.Module, ds: Dataset, device, batch_size: int) -> dict:
@@ -177,15 +197,14 @@ def run_epoch(
             x = augment(x, aug_gen)
         if s.closure_style:
             counter = [0, 0.0]
-            loss = s.opt.step(_make_closure(s.model, s.opt, x, y, counter))
+            loss = s.opt.step(_make_closure(s.model, s.opt, x, y, counter, s.micro_batch))
             res.samples += counter[0]
             res.fwd_bwd_s += counter[1]
             res.stats.add(getattr(s.opt, "last_info", None))
         else:
             s.opt.zero_grad(set_to_none=True)
             t1 = time.perf_counter()
-            loss = F.cross_entropy(s.net(x), y)
-            loss.backward()
+            loss = forward_backward(s.net, x, y, s.micro_batch)
             res.fwd_bwd_s += time.perf_counter() - t1
             s.opt.step()
             res.samples += len(sidx)
@@ -257,6 +276,7 @@ def train(
         data=getattr(ds, "source", []),
         device=str(s.device),
         world_size=world_size,
+        micro_batch=s.micro_batch,  # the chunk micro_batch resolved to (None: one chunk)
     )
     try:
         final = _epochs(s, cfg, ds, logger, run_dir, start, resume)
@@ -285,7 +305,7 @@ def _epoch_record(s: Setup, ds: Dataset, cfg: dict, epoch, res, batches, samples
     rec = {
         "epoch": epoch,
         "train_loss": None,
-        **evaluate_splits(s.model, ds, s.device, cfg["eval_batch_size"]),
+        **evaluate_splits(s.model, ds, s.device, eval_batch(cfg, s, ds)),
         "comm_calls": comm.total_calls() - calls0,
         "comm_bytes": comm.total_bytes() - bytes0,
         "comm_calls_total": comm.total_calls(),
@@ -299,6 +319,7 @@ def _epoch_record(s: Setup, ds: Dataset, cfg: dict, epoch, res, batches, samples
         # blocking optimizer collectives (DDP's overlap with backward: not timed)
         "comm_s": comm.seconds["optimizer"] - comm_s0,
         "elapsed_s": None,
+        "peak_mem_mb": peak_memory_mb(s.device),
     }
     rec.update({k: v for k, v in res.stats.summary().items() if k not in rec})
     return rec
@@ -355,12 +376,12 @@ def _make_closure(
     x: torch.Tensor,
     y: torch.Tensor,
     counter: list,
+    chunk: int | None = None,
 ) -> Callable[[], torch.Tensor]:
     def closure() -> torch.Tensor:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=False)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
+        loss = forward_backward(model, x, y, chunk)
         counter[0] += len(y)
         counter[1] += time.perf_counter() - t0
         return loss

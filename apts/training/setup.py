@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from apts.data.dataset import Dataset
+from apts.training import micro
 from apts.training.comm import Comm
 
 
@@ -73,6 +74,7 @@ class Setup:
     device: torch.device
     closure_style: bool
     overlap: float
+    micro_batch: int | None = None  # samples per forward/backward chunk (None: one chunk)
 
 
 def build(cfg: dict, ds: Dataset) -> Setup:
@@ -101,7 +103,10 @@ def build(cfg: dict, ds: Dataset) -> Setup:
         settle_ddp_buckets(net, model, ds.shape, device, comm)
     opt = build_optimizer(cfg["optimizer"], model, comm)
     overlap = cfg["overlap"] if needs(factory, "uses_overlap") else 0.0
-    return Setup(model, net, opt, comm, device, needs(factory, "requires_closure"), overlap)
+    # runs made before the key existed took one chunk: resuming them keeps doing so
+    chunk = micro.resolve(cfg.get("micro_batch"), model, ds.shape, device)
+    closure_style = needs(factory, "requires_closure")
+    return Setup(model, net, opt, comm, device, closure_style, overlap, chunk)
 
 
 def settle_ddp_buckets(net, model: torch.nn.Module, shape, device, comm: Comm) -> None:
