@@ -258,3 +258,31 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+HUNG_CLEANUP = """
+import os, signal, threading
+from apts.errors import Interrupted
+from apts.runtime.lifecycle import install_signal_handlers
+install_signal_handlers()
+lock = threading.Lock()
+lock.acquire()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    threading.Event().wait(1)  # the handler runs here
+except Interrupted:
+    print("interrupted; cleaning up", flush=True)
+    lock.acquire()  # a cleanup that never finishes (a lock the interrupted frame held)
+"""
+
+
+def test_a_rank_whose_cleanup_hangs_after_a_signal_still_leaves():
+    # run_rank's cleanup after a stop signal can block (a lock held by the interrupted
+    # frame, a peer that never answers): the stop deadline ends the process anyway, with
+    # the signal's exit code, so the launcher and the other ranks see it go
+    r = subprocess.run(
+        [sys.executable, "-c", HUNG_CLEANUP], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "interrupted; cleaning up" in r.stdout
+    assert "took over" in r.stderr and "to stop" in r.stderr

@@ -35,7 +35,7 @@ from apts.data.dataset import Dataset, hold_out, val_count
 from apts.data.load import load_dataset
 from apts.errors import ConfigError, RunDirError
 from apts.rundir.claim import Plan
-from apts.runtime.lifecycle import STOP_SIGNALS, exit_rank
+from apts.runtime.lifecycle import STOP_SIGNALS, disarm_deadline, exit_rank
 from apts.runtime.outcome import Outcome, Status, first_failure, record
 from apts.runtime.rank import report_outcome, run_rank
 from apts.runtime.rendezvous import rendezvous_dir
@@ -138,6 +138,9 @@ def _spawned_rank(
 ) -> None:
     world = cfg["subdomains"]
     report = reports[local_rank]  # this rank's end of its pipe to the launcher
+    for r, other in enumerate(reports):  # so a rank that dies closes its pipe for good
+        if r != local_rank:
+            other.close()
     job_dir = Path(job)
     device = resolve_device(cfg)
     if device == "cuda":
@@ -275,6 +278,7 @@ def _run_single(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> Outcome:
     try:
         return run_rank(cfg, run_dir, ds, 0, 1, plan, None)
     finally:
+        disarm_deadline()
         for s, h in old.items():
             signal.signal(s, h)
 

@@ -12,6 +12,13 @@
   the job (our launcher, or torchrun's agent, then stops the rest). A slow epoch is no
   false alarm: the counter moves while the main thread computes. A store that fails
   (a full TMPDIR) leaves the job unwatched: that is reported too, and ends the rank.
+- **A deadline for stopping.** From the first stop signal a rank has
+  :data:`STOP_DEADLINE_S` seconds to record how it ended and leave; a watchdog thread
+  ends the process with 128 + the signal number if its cleanup hangs (a lock held by the
+  interrupted frame, a peer that never answers), so a signal always stops every rank.
+  What it writes is atomic, so nothing is left half-written.
+- **Stacks on request.** SIGUSR1 prints every thread's Python stack to stderr
+  (``faulthandler``): ``kill -USR1 <rank pid>`` shows where a rank is.
 - **Exit.** :func:`exit_rank` ends a rank. After a normal end every rank has passed a
   final barrier (so none leaves while rank 0 still evaluates) and destroyed the process
   group; the process then leaves through ``os._exit`` once its files are flushed.
@@ -25,6 +32,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -42,6 +50,7 @@ from apts.errors import Interrupted
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _received: list[int] = []
+_deadline: list[threading.Timer] = []
 
 
 def received_signal() -> int | None:
@@ -49,18 +58,51 @@ def received_signal() -> int | None:
     return _received[0] if _received else None
 
 
+# Seconds a rank has, from the first stop signal, to record how it ended and leave;
+# cleanup takes well under one.
+STOP_DEADLINE_S = 5.0
+
+
+def _leave_after(seconds: float, code: int) -> None:
+    """End this process with ``code`` in ``seconds`` unless it has left by then."""
+
+    def leave() -> None:
+        print(
+            f"apts-train: a rank took over {seconds:.0f} s to stop; ending it (pid {os.getpid()})",
+            file=sys.stderr,
+        )
+        flush_all()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()
+    _deadline[:] = [timer]
+
+
+def disarm_deadline() -> None:
+    """Cancel the stop deadline: the rank ran in the launcher's own process (one rank),
+    which goes on to record the outcome and leaves by itself."""
+    for timer in _deadline:
+        timer.cancel()
+    _deadline.clear()
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     if _received:  # already unwinding: a second signal must not interrupt the cleanup
         return
     _received.append(signum)
+    _leave_after(STOP_DEADLINE_S, 128 + signum)
     raise Interrupted(signum)
 
 
 def install_signal_handlers() -> None:
-    """Each of :data:`STOP_SIGNALS` raises :class:`Interrupted` (main thread only)."""
+    """Each of :data:`STOP_SIGNALS` raises :class:`Interrupted` (main thread only);
+    SIGUSR1 prints every thread's stack to stderr."""
     _received.clear()
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def ignore_signals() -> None:
