@@ -1,15 +1,26 @@
 """Benchmark: one epoch of APTS, TR, Adam and SGD on the same model and data.
 
-For each model (fcnn, cnn) on MNIST-shaped synthetic data and each rank count N
-(1, 2, 4, gloo), one epoch per optimizer through the real runner (``apts.runtime.launch``):
-wall time, forward+backward passes (grad_evals), collectives and bytes per epoch,
-and the share of the epoch's time spent in forward/backward, and for APTS/TR in
-blocking collectives (waiting for the other ranks included) and in the optimizer's
-own work (L-SR1, subproblem solves, vector copies). APTS and TR use the paper's
-mini-batch (10000); Adam and SGD a conventional 128. Figures, not assertions.
+For each model (fcnn, cnn; resnet18 on request) on synthetic data (MNIST-shaped, or
+``--shape 3 32 32`` for CIFAR's) and each rank count N (1, 2, 4, gloo), one epoch per
+optimizer through the real runner (``apts-train``, a fresh process per row, so each row's
+memory is its own): wall time, forward+backward passes per sample, collectives and bytes,
+and
+
+- the cost of one forward+backward pass over one sample (the epoch's wall time over its
+  passes), and that cost relative to Adam's on the same model and N: APTS makes about 7
+  passes per sample, so this is what decides whether it is worth it;
+- the shares of the epoch spent in forward/backward, and for APTS/TR in blocking
+  collectives (waiting for the other ranks included) and in the optimizer's own work
+  (L-SR1, subproblem solves, vector copies);
+- rank 0's peak memory (resident set on a CPU, torch's peak allocation on a GPU).
+
+APTS and TR use the paper's mini-batch (10000); Adam and SGD a conventional 128. The
+shards are evaluated in ``--micro-batch`` chunks (``auto``, a number, or ``null`` for one
+pass over the shard, the runner's behaviour before micro-batches). Figures, not assertions.
 
     python -m benchmarks.bench                 # full grid, writes outputs/bench/bench.{json,md}
     python -m benchmarks.bench --models fcnn --ranks 1 2 --n-train 10000
+    python -m benchmarks.bench --models cnn --ranks 1 --micro-batch null   # one pass per shard
 """
 
 from __future__ import annotations
@@ -17,23 +28,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+import torch
 
-from apts.config.validate import CONFIG_DIR, validate
-from apts.runtime.job import run_job
+from apts.rundir.format import strict_loads
 
 
-def run_one(model: str, optimizer: str, n: int, n_train: int, batch: int) -> dict:
+def run_one(model: str, optimizer: str, n: int, args: argparse.Namespace) -> dict:
+    batch = args.large_batch if optimizer in ("apts", "tr") else args.small_batch
     overrides = [
         "dataset=synthetic",
-        f"dataset.n_train={n_train}",
+        f"dataset.n_train={args.n_train}",
         "dataset.val_size=0",  # cost per training sample: --n-train samples all train
         "dataset.n_test=1000",
+        f"dataset.shape=[{','.join(map(str, args.shape))}]",
         f"model={model}",
         f"optimizer={optimizer}",
         f"subdomains={n}",
@@ -41,43 +53,54 @@ def run_one(model: str, optimizer: str, n: int, n_train: int, batch: int) -> dic
         "progress=false",
         "checkpoint=false",
         f"batch_size={batch}",
+        f"micro_batch={args.micro_batch}",
+        f"device={args.device}",
     ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose(config_name="train", overrides=overrides)
-    validate(cfg)
     with tempfile.TemporaryDirectory() as d:
-        out = run_job(OmegaConf.to_container(cfg, resolve=True), f"{d}/run")
-    if not out.ok:
-        raise SystemExit(f"bench: {model}/{optimizer}/N={n} failed: {out.message}")
-    m = out.fields
+        cmd = [sys.executable, "-m", "apts.cli", *overrides, f"out_dir={d}/run"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"bench: {model}/{optimizer}/N={n} failed: {r.stderr[-2000:]}")
+        m = strict_loads(Path(d, "run", "metrics.jsonl").read_text().splitlines()[-1])
+        chunk = strict_loads(Path(d, "run", "summary.json").read_text()).get("micro_batch")
+    closure = optimizer in ("apts", "tr")
     return {
         "model": model,
         "optimizer": optimizer,
         "N": n,
-        "batch_size": cfg.batch_size,
+        "batch_size": batch,
+        "micro_batch": chunk,
         "steps": m["steps"],
         "wall_s": m["wall_s"],
         "grad_evals": m["grad_evals"],
         "collectives": m["comm_calls"],
         "bytes": m["comm_bytes"],
+        # wall time per forward+backward pass over one sample, every rank together
+        "pass_us": 1e6 * m["wall_s"] / (m["grad_evals"] * m["samples"]),
         "fwd_bwd_share": m["fwd_bwd_s"] / m["wall_s"],
-        "comm_share": m["comm_s"] / m["wall_s"] if optimizer in ("apts", "tr") else None,
+        "comm_share": m["comm_s"] / m["wall_s"] if closure else None,
         # what is neither forward/backward nor a collective: L-SR1, subproblem, copies
         "optimizer_share": (
-            1.0 - (m["fwd_bwd_s"] + m["comm_s"]) / m["wall_s"]
-            if optimizer in ("apts", "tr")
-            else None
+            1.0 - (m["fwd_bwd_s"] + m["comm_s"]) / m["wall_s"] if closure else None
         ),
+        "peak_mem_mb": m["peak_mem_mb"],
         "test_acc": m["test_acc"],  # a sanity check; nothing is chosen on it
     }
 
 
+def relative_to_adam(rows: list[dict]) -> None:
+    """Each row's ``pass_vs_adam``: its pass cost over Adam's on the same model and N."""
+    adam = {(r["model"], r["N"]): r["pass_us"] for r in rows if r["optimizer"] == "adam"}
+    for r in rows:
+        base = adam.get((r["model"], r["N"]))
+        r["pass_vs_adam"] = r["pass_us"] / base if base else None
+
+
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| model | optimizer | N | batch | steps | wall s | fwd+bwd passes | collectives "
-        "| MB sent | time in fwd/bwd | in collectives | in optimizer | test acc % |\n|"
-        + "---|"
-        * 13
+        "| model | optimizer | N | batch | micro-batch | steps | wall s | fwd+bwd passes "
+        "| collectives | MB sent | µs per pass-sample | vs Adam | time in fwd/bwd "
+        "| in collectives | in optimizer | peak MiB | test acc % |\n|" + "---|" * 17
     )
 
     def pct(x: float | None) -> str:
@@ -85,13 +108,23 @@ def markdown(rows: list[dict]) -> str:
 
     lines = [head]
     for r in rows:
+        ratio = "" if r["pass_vs_adam"] is None else f"{r['pass_vs_adam']:.2f}×"
         lines.append(
-            f"| {r['model']} | {r['optimizer']} | {r['N']} | {r['batch_size']} | {r['steps']} "
-            f"| {r['wall_s']:.2f} | {r['grad_evals']:.2f} | {r['collectives']} "
-            f"| {r['bytes'] / 1e6:.2f} | {pct(r['fwd_bwd_share'])} | {pct(r['comm_share'])} "
-            f"| {pct(r['optimizer_share'])} | {r['test_acc']:.1f} |"
+            f"| {r['model']} | {r['optimizer']} | {r['N']} | {r['batch_size']} "
+            f"| {r['micro_batch'] or 'one pass'} | {r['steps']} | {r['wall_s']:.2f} "
+            f"| {r['grad_evals']:.2f} | {r['collectives']} | {r['bytes'] / 1e6:.2f} "
+            f"| {r['pass_us']:.1f} | {ratio} | {pct(r['fwd_bwd_share'])} "
+            f"| {pct(r['comm_share'])} | {pct(r['optimizer_share'])} "
+            f"| {r['peak_mem_mb']:.0f} | {r['test_acc']:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    return (
+        f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"{os.cpu_count()} cores"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,25 +133,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--optimizers", nargs="+", default=["apts", "tr", "adam", "sgd"])
     ap.add_argument("--ranks", nargs="+", type=int, default=[1, 2, 4])
     ap.add_argument("--n-train", type=int, default=20000, help="synthetic training samples")
+    ap.add_argument("--shape", nargs=3, type=int, default=[1, 28, 28], help="C H W")
     ap.add_argument("--large-batch", type=int, default=10000, help="|B| of APTS and TR")
     ap.add_argument("--small-batch", type=int, default=128, help="|B| of Adam and SGD")
+    ap.add_argument("--micro-batch", default="auto", help="auto, a number, or null")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--out", default="outputs/bench")
     args = ap.parse_args(argv)
     rows = []
     for model in args.models:
         for n in args.ranks:
             for opt in args.optimizers:
-                batch = args.large_batch if opt in ("apts", "tr") else args.small_batch
-                row = run_one(model, opt, n, args.n_train, batch)
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+                rows.append(run_one(model, opt, n, args))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    relative_to_adam(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(rows, indent=1))
+    (out / "bench.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
     table = markdown(rows)
-    (out / "bench.md").write_text(table)
-    print(table)
-    print(f"written: {out / 'bench.json'}, {out / 'bench.md'} (cores: {os.cpu_count()})")
+    (out / "bench.md").write_text(f"{machine()}\n\n{table}")
+    print(f"{machine()}\n\n{table}")
+    print(f"written: {out / 'bench.json'}, {out / 'bench.md'}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ Definitions used in the report:
 
 - *configuration*: runs whose configs agree on every key except ``seed`` and the
   keys that do not change the training (device, progress, checkpoint, out_dir,
-  eval_batch_size, dataset.data_dir, dataset.download, study, launcher.*). The seeds
-  of a configuration form one group. The label shows the optimizer, N
+  eval_batch_size, micro_batch, dataset.data_dir, dataset.download, study, launcher.*).
+  The seeds of a configuration form one group. The label shows the optimizer, N
   (``subdomains``, not for DDP SGD/Adam), H (``optimizer.sync_every``, Local
   SGD/Adam), the learning rate (SGD/Adam, DDP and Local) and |B|, plus any other
   key that is needed to tell two configurations apart.

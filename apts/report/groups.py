@@ -25,6 +25,7 @@ IGNORED_KEYS = {
     "checkpoint",
     "out_dir",
     "eval_batch_size",
+    "micro_batch",  # how a shard's passes are chunked: rounding only (BatchNorm aside)
     "dataset.data_dir",
     "dataset.download",
     "study",  # the ablation preset's name: studies are grouped on their own

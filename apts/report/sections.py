@@ -203,9 +203,9 @@ def notes_section(target: float | None, target_notes: list[str] | None) -> list[
         lines += ["  " + n for n in target_notes]
     lines.append(
         "- Configurations: runs whose configs agree on every key except `seed` and keys that do "
-        "not change training (device, progress, checkpoint, out_dir, eval_batch_size, data "
-        "location, launcher); label parts beyond optimizer, N, lr and |B| show the keys that "
-        "tell otherwise equal labels apart."
+        "not change training (device, progress, checkpoint, out_dir, eval_batch_size, "
+        "micro_batch, data location, launcher); label parts beyond optimizer, N, lr and |B| "
+        "show the keys that tell otherwise equal labels apart."
     )
     lines.append(
         "- A run *did not complete* when its `summary.json` says `failed`, `interrupted` or "
