@@ -9,9 +9,10 @@ and
 - the cost of one forward+backward pass over one sample (the epoch's wall time over its
   passes), and that cost relative to Adam's on the same model and N: APTS makes about 7
   passes per sample, so this is what decides whether it is worth it;
-- the shares of the epoch spent in forward/backward, and for APTS/TR in blocking
-  collectives (waiting for the other ranks included) and in the optimizer's own work
-  (L-SR1, subproblem solves, vector copies);
+- the shares of the epoch spent in forward/backward, in taking the shard out of the data
+  (indexing, normalising), and for APTS/TR in blocking collectives (waiting for the other
+  ranks included) and in the optimizer's own work (what is left: L-SR1, subproblem
+  solves, vector copies, Python);
 - rank 0's peak memory (resident set on a CPU, torch's peak allocation on a GPU).
 
 APTS and TR use the paper's mini-batch (10000); Adam and SGD a conventional 128. The
@@ -78,10 +79,11 @@ def run_one(model: str, optimizer: str, n: int, args: argparse.Namespace) -> dic
         # wall time per forward+backward pass over one sample, every rank together
         "pass_us": 1e6 * m["wall_s"] / (m["grad_evals"] * m["samples"]),
         "fwd_bwd_share": m["fwd_bwd_s"] / m["wall_s"],
+        "data_share": m["data_s"] / m["wall_s"],
         "comm_share": m["comm_s"] / m["wall_s"] if closure else None,
-        # what is neither forward/backward nor a collective: L-SR1, subproblem, copies
+        # what is neither forward/backward, data nor a collective: L-SR1, subproblem, copies
         "optimizer_share": (
-            1.0 - (m["fwd_bwd_s"] + m["comm_s"]) / m["wall_s"] if closure else None
+            1.0 - (m["fwd_bwd_s"] + m["data_s"] + m["comm_s"]) / m["wall_s"] if closure else None
         ),
         "peak_mem_mb": m["peak_mem_mb"],
         "test_acc": m["test_acc"],  # a sanity check; nothing is chosen on it
@@ -99,8 +101,8 @@ def relative_to_adam(rows: list[dict]) -> None:
 def markdown(rows: list[dict]) -> str:
     head = (
         "| model | optimizer | N | batch | micro-batch | steps | wall s | fwd+bwd passes "
-        "| collectives | MB sent | µs per pass-sample | vs Adam | time in fwd/bwd "
-        "| in collectives | in optimizer | peak MiB | test acc % |\n|" + "---|" * 17
+        "| collectives | MB sent | µs per pass-sample | vs Adam | time in fwd/bwd | in data "
+        "| in collectives | in optimizer | peak MiB | test acc % |\n|" + "---|" * 18
     )
 
     def pct(x: float | None) -> str:
@@ -113,7 +115,7 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['model']} | {r['optimizer']} | {r['N']} | {r['batch_size']} "
             f"| {r['micro_batch'] or 'one pass'} | {r['steps']} | {r['wall_s']:.2f} "
             f"| {r['grad_evals']:.2f} | {r['collectives']} | {r['bytes'] / 1e6:.2f} "
-            f"| {r['pass_us']:.1f} | {ratio} | {pct(r['fwd_bwd_share'])} "
+            f"| {r['pass_us']:.1f} | {ratio} | {pct(r['fwd_bwd_share'])} | {pct(r['data_share'])} "
             f"| {pct(r['comm_share'])} | {pct(r['optimizer_share'])} "
             f"| {r['peak_mem_mb']:.0f} | {r['test_acc']:.1f} |"
         )

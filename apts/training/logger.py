@@ -96,6 +96,7 @@ TB_TAGS = {
     "comm_s": "time/comm",
     "wall_s": "time/epoch",
     "fwd_bwd_s": "time/fwd_bwd",
+    "data_s": "time/data",
     "elapsed_s": "time/elapsed",
     "peak_mem_mb": "mem/peak_mb",
     "grad_evals": "work/grad_evals",

@@ -49,7 +49,7 @@ from apts.training.setup import Setup, build
 
 # metrics.jsonl keys that measure the machine (clocks, memory): everything else repeats
 # exactly for a seed
-TIMING_KEYS = ("wall_s", "elapsed_s", "fwd_bwd_s", "comm_s", "peak_mem_mb")
+TIMING_KEYS = ("wall_s", "elapsed_s", "fwd_bwd_s", "data_s", "comm_s", "peak_mem_mb")
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -147,6 +147,7 @@ class EpochResult:
     loss_sum: torch.Tensor
     samples: int = 0  # forward+backward passes over samples on this rank
     fwd_bwd_s: float = 0.0  # time in forward+backward (CPU clock; on CUDA it includes waits)
+    data_s: float = 0.0  # time taking the shard out of the data: index, normalise, augment
     stats: EpochStats = field(default_factory=EpochStats)
     first_bad: torch.Tensor | None = None  # first step with a bad loss, -1 if none
 
@@ -190,11 +191,13 @@ def run_epoch(
     s.model.train()
     switch_mode(s.opt, "train")
     for step, idx in enumerate(batches, start=1):
+        t0 = time.perf_counter()
         sidx = shard(idx, rank, world, s.overlap)
         x = to_float(ds.train_x[sidx], ds.mean, ds.std, dev)
         y = ds.train_y[sidx].to(dev, non_blocking=True)
         if cfg["dataset"].get("augment"):
             x = augment(x, aug_gen)
+        res.data_s += time.perf_counter() - t0
         if s.closure_style:
             counter = [0, 0.0]
             loss = s.opt.step(_make_closure(s.model, s.opt, x, y, counter, s.micro_batch))
@@ -316,6 +319,7 @@ def _epoch_record(s: Setup, ds: Dataset, cfg: dict, epoch, res, batches, samples
         "samples_total": drawn * epoch,
         "wall_s": None,
         "fwd_bwd_s": res.fwd_bwd_s,
+        "data_s": res.data_s,
         # blocking optimizer collectives (DDP's overlap with backward: not timed)
         "comm_s": comm.seconds["optimizer"] - comm_s0,
         "elapsed_s": None,
