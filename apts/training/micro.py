@@ -8,9 +8,9 @@ shard no larger than one chunk takes the one-shot path unchanged, bit for bit.
 
 What it bounds and what it saves: the activations kept for backward grow with the chunk,
 not with the shard (ResNet-18's over 5000 CIFAR images are tens of GB), and on a CPU a
-cache-sized chunk is cheaper per sample than one pass over thousands of images (the cnn:
-chunks of about 200 samples cost 0.6× a 5000-sample pass on 2 AVX2 cores, see
-docs/benchmarks.md).
+cache-sized chunk is cheaper per sample than one pass over thousands of images (the cnn on
+2 AVX2 cores: 590-600 µs per sample in chunks of 64-128, 727 in chunks of 190, 1297 in
+one pass over 10000; see docs/results.md, Benchmarks).
 
 ``micro_batch: auto`` measures the model's forward activations per sample (the outputs of
 its leaf modules on two samples, in eval mode and without gradients: no random numbers
@@ -36,7 +36,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-CPU_BUDGET = 64 * 2**20  # bytes of forward activations per chunk on a CPU
+CPU_BUDGET = 32 * 2**20  # bytes of forward activations per chunk on a CPU
 GPU_FRACTION = 0.25  # of the GPU's total memory, for a chunk's activations and gradients
 MIN_AUTO = 32  # the smallest chunk auto picks (BatchNorm needs a few samples)
 MAX_AUTO = 65536
