@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from clitools import SMALL, cli, read_summary
 from dist_harness import run_ranks
 from torch import nn
 
@@ -132,3 +133,18 @@ def test_ddp_reduces_once_per_step_and_averages_the_chunked_gradients():
         x, y = torch.randn(90, 1, 6, 6, generator=g), torch.randint(0, 10, (90,), generator=g)
         ref.append(_one_shot_f64(model, x, y)[1])
     torch.testing.assert_close(chunked[0][0].double(), (ref[0] + ref[1]) / 2, rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_made_before_the_key_resumes_with_one_chunk(tmp_path):
+    # an older run's config.yaml has no micro_batch: it resumes with its own config, in
+    # one pass per shard as it was trained, instead of failing on the missing key
+    run = tmp_path / "run"
+    r = cli(*SMALL, "epochs=1", f"out_dir={run}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    config = run / "config.yaml"
+    lines = config.read_text().splitlines(keepends=True)
+    config.write_text("".join(x for x in lines if not x.startswith("micro_batch:")))
+    r = cli(f"resume={run}", "epochs=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = read_summary(run)
+    assert summary["epoch"] == 2 and summary["micro_batch"] is None

@@ -380,7 +380,7 @@ def _make_closure(
     x: torch.Tensor,
     y: torch.Tensor,
     counter: list,
-    chunk: int | None = None,
+    chunk: int | None,
 ) -> Callable[[], torch.Tensor]:
     def closure() -> torch.Tensor:
         t0 = time.perf_counter()
