@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,31 @@ def _hparams(cfg: dict[str, Any]) -> dict[str, Any]:
 HPARAMS_SKIPPED = {"out_dir", "resume", "progress", "checkpoint", "data_dir", "download"}
 
 
+def _quiet_writer_thread(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: an exception of TensorBoard's writer thread (a full disk)
+    is kept by the thread and raised again by the training thread's next write, which
+    reports it in one line; the thread itself prints no traceback. Any other thread's
+    exception goes to the previous hook."""
+    if args.thread is not None and getattr(args.thread, "exception", None) is args.exc_value:
+        if type(args.thread).__module__.startswith("tensorboard."):
+            return
+    _previous_excepthook(args)
+
+
+_previous_excepthook = threading.excepthook
+
+
+def tensorboard_writer(log_dir: str, **kwargs: Any):
+    """TensorBoard's ``SummaryWriter`` on ``log_dir``; its writer thread's failure is the
+    training thread's to report (:func:`_quiet_writer_thread`)."""
+    global _previous_excepthook
+    from torch.utils.tensorboard import SummaryWriter
+
+    if threading.excepthook is not _quiet_writer_thread:
+        _previous_excepthook, threading.excepthook = threading.excepthook, _quiet_writer_thread
+    return SummaryWriter(log_dir=log_dir, **kwargs)
+
+
 class RunLogger:
     """Writes a run's outputs; a no-op on ranks other than 0 (``enabled=False``)."""
 
@@ -184,10 +210,8 @@ class RunLogger:
         if not logging.getLogger().handlers and not log.handlers[:-1]:
             # a spawned rank has no Hydra logging set up: echo to the console too
             log.addHandler(logging.StreamHandler(sys.stdout))
-        from torch.utils.tensorboard import SummaryWriter
-
         # purge_step drops the events of epochs after the checkpoint (a resumed run)
-        self.writer = SummaryWriter(log_dir=str(self.dir / "tb"), purge_step=resume_epoch + 1)
+        self.writer = tensorboard_writer(str(self.dir / "tb"), purge_step=resume_epoch + 1)
         if not resume_epoch:
             self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```")
         self.writer.add_text(
