@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,10 @@ from apts.config.validate import CONFIG_DIR, validate
 from apts.errors import ConfigError, Interrupted, RunDirError
 from apts.rundir.claim import RESUMABLE_KEYS, inspect_dir, saved_config
 from apts.rundir.format import LOCK, read_summary
-from apts.runtime.job import run_job
-from apts.runtime.lifecycle import exit_rank, install_signal_handlers
+from apts.runtime import prestart
+from apts.runtime.env import submitit_world, torchrun_env, under_submitit
+from apts.runtime.lifecycle import exit_rank, flush_all, install_signal_handlers
 from apts.runtime.outcome import EXIT_BAD_INPUT, EXIT_CODES, Outcome, Status, record
-from apts.runtime.world import submitit_world, torchrun_env, under_submitit
 
 PROG = "apts-train"
 
@@ -81,6 +82,8 @@ _failed_jobs: dict[str, str] = {}
 def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    from apts.runtime.job import run_job  # torch: loaded once the rank server is starting
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -175,6 +178,7 @@ def _resume_main(argv: list[str]) -> None:
     if cfg is None:
         _fail(f"nothing to resume in {run_dir}: it holds no run (no config.yaml)")
     try:
+        _start_rank_server([cfg])
         conf = OmegaConf.create(cfg)
         for arg in changes:
             key = arg.partition("=")[0]
@@ -188,6 +192,8 @@ def _resume_main(argv: list[str]) -> None:
     except Exception as e:  # a value OmegaConf cannot parse
         _fail(f"cannot parse the command line: {' '.join(str(e).split())}")
     cfg["resume"] = str(run_dir)
+    from apts.runtime.job import run_job  # torch: loaded once the rank server is starting
+
     out = run_job(cfg, str(run_dir))
     _job_end(out, run_dir, False, "")
     if torchrun_env() is None:
@@ -197,12 +203,19 @@ def _resume_main(argv: list[str]) -> None:
 _MISSING = object()
 
 
+def _start_rank_server(jobs: list) -> None:
+    """Start the process that forks the ranks now, while this one goes on to import torch,
+    when the jobs will start ranks here (:mod:`apts.runtime.prestart`)."""
+    if prestart.wanted(jobs):
+        prestart.prestart()
+
+
 def _main(argv: list[str]) -> None:
     if any(a.startswith("resume=") and a not in ("resume=auto", "resume=null") for a in argv):
         _resume_main(argv)
         return
     try:
-        precheck(argv, CONFIG_DIR)
+        precheck(argv, CONFIG_DIR, on_composed=_start_rank_server)
     except ConfigError as e:
         _fail(str(e))
     sys.argv = [sys.argv[0], *argv, *_torchrun_overrides(argv)]
@@ -227,10 +240,33 @@ def main() -> None:
         _fail(out.message, out.exit_code)
 
 
+def run() -> None:
+    """The ``apts-train`` program: :func:`main`, then leave without tearing the interpreter
+    down, which takes about 0.5 s once torch is loaded. The exit handlers still run (logs
+    flushed, multiprocessing's temporary folders removed, the rank server told to leave),
+    then the process ends with main's exit code. A caller of :func:`main` keeps the
+    ordinary exit; so does a process with a non-daemon thread still running."""
+    try:
+        main()
+        code: Any = 0
+    except SystemExit as e:
+        code = e.code
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()[1:]):
+        sys.exit(code)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    flush_all()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     # `python -m apts.cli`: run the module `apts.cli`, not this `__main__` copy, so that the
     # SweepReport callback (configs/train.yaml names apts.cli.SweepReport) fills the same
     # _failed_jobs that main() reports: a cluster sweep's failures are only seen there
-    from apts.cli import main as _main
+    from apts.cli import run as _run
 
-    _main()
+    _run()

@@ -134,14 +134,19 @@ def children(pid: int) -> list[int]:
 
 
 def spawned_ranks(pid: int) -> list[int]:
-    """Children of ``pid`` started by torch.multiprocessing's spawn (the ranks)."""
+    """The ranks the launcher ``pid`` started: its children started by
+    torch.multiprocessing's spawn (CUDA), or the children of its rank server (the
+    forkserver that forks CPU ranks, apts.runtime.prestart)."""
     ranks = []
     for child in children(pid):
         try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                ranks.append(child)
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
-            pass
+            continue
+        if b"spawn_main" in cmdline:
+            ranks.append(child)
+        elif b"multiprocessing.forkserver" in cmdline:
+            ranks += children(child)
     return ranks
 
 
@@ -157,7 +162,7 @@ def alive(pid: int) -> bool:
 def stop(proc: subprocess.Popen) -> None:
     """Make sure a started process and its children are gone (test cleanup)."""
     if proc.poll() is None:
-        for child in children(proc.pid):
+        for child in [*spawned_ranks(proc.pid), *children(proc.pid)]:
             try:
                 os.kill(child, signal.SIGKILL)
             except ProcessLookupError:

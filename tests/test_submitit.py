@@ -55,7 +55,7 @@ def test_cluster_job_asks_one_task_per_rank_and_a_gpu_per_task_on_cuda():
 
 
 def test_submitit_world_exports_the_job_as_env_vars(monkeypatch):
-    from apts.runtime.world import submitit_world
+    from apts.runtime.env import submitit_world
 
     for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)

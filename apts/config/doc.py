@@ -255,8 +255,9 @@ def help_text(config_dir: Path = CONFIG_DIR) -> str:
     chosen = default_choices(config_dir)
     out = [
         "apts-train: train a network with APTS (data-parallel trust region, no learning rate)",
-        "or a data-parallel baseline (Adam, SGD, local Adam/SGD) on N processes; one run, or",
-        "a sweep with -m. Arguments are Hydra overrides: group=choice and key=value.",
+        "or what you would use instead (data-parallel Adam or SGD, local Adam/SGD, DiLoCo,",
+        "Prodigy, schedule-free AdamW) on N processes; one run, or a sweep with -m.",
+        "Arguments are Hydra overrides: group=choice and key=value.",
         "",
         "== Config groups (group=choice; * the default) ==",
     ]

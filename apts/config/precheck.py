@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,9 +232,15 @@ def check_cluster_tasks(argv_overrides: list[str], subdomains: list[int]) -> Non
             )
 
 
-def precheck(argv: list[str], config_dir: Path) -> int:
+def precheck(
+    argv: list[str],
+    config_dir: Path,
+    on_composed: Callable[[list[DictConfig]], None] | None = None,
+) -> int:
     """Check every job of the command line ``argv``; returns the number of jobs.
-    Hydra's own modes (``--help``, ``--cfg``, ...) are left to Hydra."""
+    Hydra's own modes (``--help``, ``--cfg``, ...) are left to Hydra. ``on_composed`` gets
+    the jobs' composed configs before they are validated (validating imports torch):
+    the CLI starts the rank server there (:mod:`apts.runtime.prestart`)."""
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in _MULTIRUN_FLAGS for f in flags):
         return 0
@@ -245,7 +252,10 @@ def precheck(argv: list[str], config_dir: Path) -> int:
     check_cluster_launcher(overrides)
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         jobs = jobs_of(overrides, multirun)
-        ranks = [check_job(_compose(job), multirun)["subdomains"] for job in jobs]
+        composed = [_compose(job) for job in jobs]
+        if on_composed is not None:
+            on_composed(composed)
+        ranks = [check_job(cfg, multirun)["subdomains"] for cfg in composed]
         if multirun:
             check_cluster_tasks(overrides, ranks)
     return len(jobs)

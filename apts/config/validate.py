@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from apts.config.doc import did_you_mean, help_template, owners, unknown_key
+from apts.config.factory import group_factory, needs
 from apts.config.paths import CONFIG_DIR
-from apts.data.load import DATASETS
+from apts.data.registry import DATASETS
 from apts.errors import ConfigError
-from apts.runtime.world import torchrun_env
-from apts.training.setup import group_factory, needs
+from apts.runtime.env import torchrun_env
 
 GROUPS = ("dataset", "model", "optimizer", "launcher", "experiment")
 
@@ -163,7 +163,7 @@ def validate(cfg: Mapping, choices: Mapping[str, Any] | None = None) -> None:
 
 def check_environment() -> None:
     """The environment variables the runner reads: ``OMP_NUM_THREADS`` (threads per rank),
-    and the torchrun/SLURM world (:func:`apts.runtime.world.torchrun_env`)."""
+    and the torchrun/SLURM world (:func:`apts.runtime.env.torchrun_env`)."""
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads is not None and not (threads.strip().isdigit() and int(threads) >= 1):
         raise ConfigError(

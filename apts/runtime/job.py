@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from apts.errors import ConfigError, DataError, RunDirError
 from apts.rundir.claim import RunLock, claim, plan_run, saved_config
+from apts.runtime.env import torchrun_env
 from apts.runtime.launch import launch, prepare
 from apts.runtime.outcome import Outcome, Status
-from apts.runtime.world import join_world, torchrun_env
+from apts.runtime.world import join_world
 
 
 def run_job(cfg: dict, run_dir: str, overrides: list[str] | None = None) -> Outcome:

@@ -1,15 +1,17 @@
 """Start N ranks on this machine and supervise them.
 
 - ``subdomains=1``: train in this process, no process group.
-- ``subdomains=N``: spawn N processes with ``torch.multiprocessing`` on 127.0.0.1. They
-  meet through a file in a private temporary folder (``file://`` rendezvous,
-  :mod:`apts.runtime.rendezvous`), so parallel jobs never collide: there is no port to
-  pick. The dataset is loaded once here, before any rank starts (a missing file is one
-  line and no rank), and shared with the ranks through shared memory. This process then
-  supervises them: the first rank that fails ends the others (SIGTERM, then SIGKILL after
-  a grace period); a stop signal to this process is passed on to every rank. Whatever
-  happens, the ranks are gone and the folder removed when :func:`launch` returns, and
-  the first failing rank's outcome is recorded (:func:`apts.runtime.outcome.record`).
+- ``subdomains=N``: start N processes with ``torch.multiprocessing`` on 127.0.0.1: forked
+  from a server that has the rank's modules loaded on the CPU (:mod:`apts.runtime.prestart`),
+  spawned for CUDA. They meet through a file in a private temporary folder (``file://``
+  rendezvous, :mod:`apts.runtime.rendezvous`), so parallel jobs never collide: there is no
+  port to pick. The dataset is loaded once here, before any rank starts (a missing file is
+  one line and no rank), and shared with the ranks through shared memory. This process
+  then supervises them: the first rank that fails ends the others (SIGTERM, then SIGKILL
+  after a grace period); a stop signal to this process is passed on to every rank.
+  Whatever happens, the ranks are gone and the folder removed when :func:`launch`
+  returns, and the first failing rank's outcome is recorded
+  (:func:`apts.runtime.outcome.record`).
 
 A world started by someone else (torchrun, SLURM) is :mod:`apts.runtime.world`; one job
 from its config to its outcome is :mod:`apts.runtime.job`. gloo serves CPU runs and NCCL
@@ -37,6 +39,7 @@ from apts.errors import ConfigError, RunDirError
 from apts.rundir.claim import Plan
 from apts.runtime.lifecycle import STOP_SIGNALS, disarm_deadline, exit_rank
 from apts.runtime.outcome import Outcome, Status, first_failure, record
+from apts.runtime.prestart import detach, prestart, start_method
 from apts.runtime.rank import report_outcome, run_rank
 from apts.runtime.rendezvous import rendezvous_dir
 from apts.training.checkpoint import load_checkpoint
@@ -136,6 +139,7 @@ def set_loopback_iface(host: str) -> None:
 def _spawned_rank(
     local_rank: int, cfg: dict, run_dir: str, ds: Dataset, job: str, plan, reports: list
 ) -> None:
+    detach()  # from the rank server's lifeline: it leaves with the launcher
     world = cfg["subdomains"]
     report = reports[local_rank]  # this rank's end of its pipe to the launcher
     for r, other in enumerate(reports):  # so a rank that dies closes its pipe for good
@@ -146,6 +150,7 @@ def _spawned_rank(
     if device == "cuda":
         torch.cuda.set_device(local_rank)
     backend = "nccl" if device == "cuda" else "gloo"
+    set_loopback_iface(cfg["launcher"]["master_addr"] or "127.0.0.1")  # before gloo starts
     try:
         init_rank(
             backend, f"file://{job_dir}/store", local_rank, world, cfg["launcher"]["timeout_s"]
@@ -239,8 +244,10 @@ def _job_outcome(reports: dict[int, Outcome], crash, signum: int | None) -> Outc
 
 def _spawn(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> Outcome:
     world = cfg["subdomains"]
-    set_loopback_iface(cfg["launcher"]["master_addr"] or "127.0.0.1")
-    pipes = [mp.get_context("spawn").Pipe(duplex=False) for _ in range(world)]
+    method = start_method(resolve_device(cfg))
+    if method == "forkserver":
+        prestart()  # a no-op when the CLI started it; otherwise the ranks wait for it here
+    pipes = [mp.Pipe(duplex=False) for _ in range(world)]
     readers = [r for r, _ in pipes]
     reports: dict[int, Outcome] = {}
     with rendezvous_dir() as job_dir, _SignalFlag() as flag:
@@ -250,7 +257,7 @@ def _spawn(cfg: dict, run_dir: str, ds: Dataset, plan: Plan) -> Outcome:
                 args=(cfg, run_dir, ds, str(job_dir), plan, [w for _, w in pipes]),
                 nprocs=world,
                 join=False,
-                start_method="spawn",
+                start_method=method,
             )
         finally:
             for _, w in pipes:  # the ranks hold their own copies

@@ -16,33 +16,15 @@ from dataclasses import dataclass
 
 import torch
 
+from apts.config.factory import group_factory, needs
 from apts.data.dataset import Dataset
 from apts.training import micro
 from apts.training.comm import Comm
 
 
-def group_factory(gcfg: Mapping) -> functools.partial:
-    """The ``_target_`` of a config group (``optimizer``, ``model``) with its options bound
-    (Hydra's ``instantiate``, partial): every key except ``name`` (the runner's label) is
-    an argument, declared nowhere else; the callee checks its ranges and rejects unknown
-    keys. The runner adds what only it knows: the parameters and ``comm``; the data's
-    ``shape`` and ``num_classes``."""
-    from hydra.utils import instantiate
-
-    args = {k: v for k, v in gcfg.items() if k != "name"}
-    return instantiate({**args, "_partial_": True}, _convert_="all")
-
-
 def optimizer_factory(ocfg: Mapping) -> Callable[..., torch.optim.Optimizer]:
     """``params -> optimizer`` from the ``optimizer`` config group."""
     return group_factory(ocfg)
-
-
-def needs(factory: functools.partial, what: str) -> bool:
-    """What the optimizer class says it needs, by a class attribute: ``requires_closure``
-    (``step(closure)``), ``requires_comm`` (it issues its own collectives; the others are
-    the data-parallel baselines, wrapped in DDP), ``uses_overlap`` (overlapping shards)."""
-    return bool(getattr(factory.func, what, False))
 
 
 def communicates_itself(factory: functools.partial) -> bool:

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from apts.config.factory import needs
 from apts.config.paths import CONFIG_DIR
 from apts.data.dataset import Dataset, to_float
 from apts.errors import ConfigError, one_line
 from apts.training.loop import switch_mode
-from apts.training.setup import build_model, build_optimizer, needs, optimizer_factory
+from apts.training.setup import build_model, build_optimizer, optimizer_factory
 
 
 def added_options(ocfg: dict) -> set[str]:
