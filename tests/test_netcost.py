@@ -3,7 +3,6 @@ and against a ring all-reduce carried out message by message."""
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
@@ -11,10 +10,8 @@ import pytest
 from apts.report.netcost import (
     LINKS,
     Link,
-    RunMetrics,
     allreduce_time,
     collectives_time,
-    markdown_table,
     project,
 )
 
@@ -137,27 +134,3 @@ def test_projection_needs_epoch_rows():
 def _cells(line: str) -> list[str]:
     """The cells of a markdown table row (an escaped \\| stays inside its cell)."""
     return [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-
-
-def test_markdown_table_rows():
-    runs = [
-        RunMetrics("APTS", 2, ROWS),
-        RunMetrics("Adam |B|=128", 2, [{**r, "comm_s": 0.0} for r in ROWS], overlapped=True),
-    ]
-    lines = markdown_table(runs, [SLOW, LINK], target=75.0)
-    assert lines[0].startswith("| method | N | link |") and "time to 75%" in lines[0]
-    assert len(lines) == 2 + 4
-    assert all(len(_cells(ln)) == 6 for ln in lines)
-    apts_slow = _cells(lines[2])
-    assert apts_slow[:3] == ["APTS", "2", "slow"]
-    assert apts_slow[3] == f"{(2.1012 + 2.6012 + 2.1012) / 3:.1f}"
-    assert apts_slow[4] == "0.601"
-    assert apts_slow[5] == "4.7 (epoch 2)"
-    adam_slow = _cells(lines[4])
-    assert adam_slow[0] == "Adam \\|B\\|=128"
-    assert adam_slow[3].startswith("≤ ")  # DDP: an upper bound
-    never = markdown_table(runs[:1], [SLOW], target=99.0)
-    assert never[-1].rstrip().endswith("| not reached |")
-    no_target = markdown_table(runs[:1], None)
-    assert len(no_target) == 2 + len(LINKS) and all(ln.endswith("| – |") for ln in no_target[2:])
-    assert not any(math.isnan(float(_cells(ln)[3].replace("≤", ""))) for ln in lines[2:])

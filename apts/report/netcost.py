@@ -40,7 +40,7 @@ max(wall_s, Σ T_allreduce) (``overlap=True``), a lower bound.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,11 +48,9 @@ __all__ = [
     "LINKS",
     "Link",
     "Projection",
-    "RunMetrics",
     "allreduce_time",
     "collectives_time",
     "format_seconds",
-    "markdown_table",
     "project",
 ]
 
@@ -188,24 +186,6 @@ def project(
     return p
 
 
-@dataclass
-class RunMetrics:
-    """One run for :func:`markdown_table`: a label (e.g. ``"APTS"``, ``"Adam |B|=128"``),
-    its rank count and the rows of its ``metrics.jsonl`` (rank 0's, one per epoch).
-    ``overlapped``: its collectives overlap the backward pass (DDP): its projection is
-    an upper bound, marked with ≤."""
-
-    method: str
-    n: int
-    rows: Sequence[Mapping[str, Any]]
-    overlapped: bool = False
-
-
-def _md(text: str) -> str:
-    """A markdown table cell: a literal ``|`` (as in ``|B|``) would split the cell."""
-    return str(text).replace("|", "\\|")
-
-
 def format_seconds(x: float | None) -> str:
     """Seconds for a table: 0 decimals from 100 s, 1 from 1 s, 3 below; "–" for None/NaN."""
     if x is None or not math.isfinite(x):
@@ -215,41 +195,3 @@ def format_seconds(x: float | None) -> str:
     if x >= 1:
         return f"{x:.1f}"
     return f"{x:.3f}"
-
-
-def markdown_table(
-    runs: Sequence[RunMetrics],
-    links: Sequence[Link] | None = None,
-    target: float | None = None,
-) -> list[str]:
-    """The "time on a network" table of a report: one row per (run, link).
-
-    Columns: method, N, link, projected s/epoch (compute + collectives), of which
-    collectives, and the projected time to ``target`` (val_acc %; "not reached" when the
-    run never reached it, "–" without a target). ``links`` defaults to :data:`LINKS`.
-    DDP runs (``overlapped``) are upper bounds, shown with "≤". Returns the markdown
-    lines: header, separator, rows.
-    """
-    links = list(LINKS.values()) if links is None else list(links)
-    tt_head = f"time to {target:g}% (s)" if target is not None else "time to target (s)"
-    lines = [
-        f"| method | N | link | s/epoch | of which collectives | {tt_head} |",
-        "|---|---|---|---|---|---|",
-    ]
-    for run in runs:
-        for link in links:
-            p = project(run.rows, run.n, link, target)
-            le = "≤ " if run.overlapped else ""
-            comm = sum(p.comm_s) / len(p.comm_s)
-            if target is None:
-                tt = "–"
-            elif p.time_to_target_s is None:
-                tt = "not reached"
-            else:
-                tt = f"{le}{format_seconds(p.time_to_target_s)} (epoch {p.epoch_to_target})"
-            per_epoch = le + format_seconds(p.s_per_epoch)
-            lines.append(
-                f"| {_md(run.method)} | {run.n} | {_md(link.name)} | {per_epoch} "
-                f"| {format_seconds(comm)} | {tt} |"
-            )
-    return lines
