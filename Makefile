@@ -6,7 +6,7 @@ TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?= -m "not slow and not stress"
 
-.PHONY: install test test-slow test-stress test-all lint format train bench bench-net bench-startup reproduce reproduce-quick ablate clean
+.PHONY: install test test-slow test-stress test-all lint format train bench bench-net bench-tta bench-startup reproduce reproduce-quick ablate clean
 
 install:            ## create .venv, install the pinned torch, then the package with dev and cluster tools
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,9 @@ train:              ## one training run; pass Hydra overrides in ARGS="dataset=s
 
 bench:              ## benchmarks: figures, not assertions
 	$(BIN)/python -m benchmarks.bench $(ARGS)
+
+bench-tta:          ## time to a validation accuracy on the CIFAR-10 subset: APTS, Adam, Local Adam, DiLoCo (~10 min)
+	$(BIN)/python -m benchmarks.bench_tta $(ARGS)
 
 bench-startup:      ## where a short run's seconds go: torch import, compose, smoke at N = 1 and 2
 	$(BIN)/python -m benchmarks.bench_startup $(ARGS)

@@ -48,3 +48,53 @@ def test_bench_reports_collectives_per_epoch(tmp_path):
     assert adam["pass_vs_adam"] == 1.0 and apts["micro_batch"] >= 640  # fcnn: one chunk
     table = (tmp_path / "bench.md").read_text()
     assert table.count("| fcnn |") == 2 and "in collectives" in table and "vs Adam" in table
+
+
+def test_time_to_accuracy_sums_the_epochs_up_to_the_target():
+    from apts.report.netcost import LINKS, collectives_time
+    from benchmarks.bench_tta import summarize, to_target
+
+    rows = [
+        {"epoch": 1, "wall_s": 2.0, "comm_s": 0.5, "comm_calls": 10, "comm_bytes": 4e6,
+         "grad_evals": 7.0, "val_acc": 40.0, "test_acc": 39.0},
+        {"epoch": 2, "wall_s": 3.0, "comm_s": 0.0, "comm_calls": 12, "comm_bytes": 8e6,
+         "grad_evals": 6.5, "val_acc": 55.0, "test_acc": 54.0},
+        {"epoch": 3, "wall_s": 1.0, "comm_s": 0.0, "comm_calls": 1, "comm_bytes": 1.0,
+         "grad_evals": 1.0, "val_acc": 50.0, "test_acc": 60.0},
+    ]  # fmt: skip
+    assert to_target(rows, 50.0) == {"epoch": 2, "wall_s": 5.0, "collectives": 22, "passes": 13.5}
+    assert to_target(rows, 56.0) is None
+    other = [{**r, "val_acc": r["val_acc"] - 10} for r in rows]  # best 45: the default target
+    result = summarize({"A": ("apts", rows), "B": ("adam", other)}, 2, None)
+    assert result["target"] == 45.0
+    a, b = result["rows"]
+    assert a["to_target"]["epoch"] == 2 and b["to_target"]["epoch"] == 2
+    assert a["best_val_acc"] == 55.0 and a["test_acc_at_best"] == 54.0
+    link = LINKS["1 GbE"]  # compute (wall - blocking comm) plus the α-β cost, epochs 1-2
+    expected = (
+        (2.0 - 0.5) + collectives_time(10, 4e6, 2, link) + 3.0 + collectives_time(12, 8e6, 2, link)
+    )
+    assert a["projected_s"]["1 GbE"] == pytest.approx(expected)
+    assert b["upper_bound"] and not a["upper_bound"]  # DDP overlaps: an upper bound
+
+
+def test_bench_tta_trains_every_method_on_cifar_files(tmp_path):
+    from datasets_files import write_cifar
+
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", n=400, n_test=200)
+    cmd = [sys.executable, "-m", "benchmarks.bench_tta", "--model", "fcnn", "--epochs", "2",
+           "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "tta.json").read_text())
+    assert "CPU capability" in result["machine"]
+    assert [row["method"] for row in result["rows"]] == [
+        "APTS",
+        "Adam (DDP)",
+        "Local Adam",
+        "DiLoCo",
+    ]
+    for row in result["rows"]:  # the default target: every method reached it
+        assert row["to_target"] is not None and len(result["runs"][row["method"]]) == 2
+    table = (tmp_path / "out" / "tta.md").read_text()
+    assert table.count("\n| ") == 5 and "s on 1 GbE" in table

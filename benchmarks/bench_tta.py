@@ -1,0 +1,157 @@
+"""Benchmark: time to a validation accuracy on the CIFAR-10 subset, side by side.
+
+APTS, DDP Adam, Local Adam and DiLoCo train the same model on the real CIFAR-10 subset
+(``../shared/data/cifar10-dev``: 3585 training images after the 500 held out for
+validation) at the settings of the ``dev_cifar10_*`` presets (N = 2; APTS |B| = 1000, the
+others |B| = 128), each through the real runner (``apts-train``, a process of its own).
+For each, from its ``metrics.jsonl``, up to the first epoch whose validation accuracy
+reaches the target:
+
+- the training wall time measured here, the collectives issued, and the forward+backward
+  passes per training sample;
+- the same time projected onto a 1 GbE and a 100 Gb/s link (:mod:`apts.report.netcost`:
+  this machine's compute plus the α-β cost of the run's own collectives; DDP overlaps its
+  all-reduces with the backward pass, so its figure is an upper bound, marked ≤).
+
+The target is ``--target`` (%), or by default the lowest of the methods' best validation
+accuracies: the accuracy every method reached. Choices and target use the validation
+split; test accuracy is shown beside. Figures, not assertions.
+
+    python -m benchmarks.bench_tta       # cnn, 20 epochs: outputs/bench/tta.{json,md}
+    python -m benchmarks.bench_tta --epochs 5 --model fcnn --target 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from apts.report.netcost import LINKS, format_seconds, project
+from apts.rundir.format import strict_loads
+from benchmarks.bench import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+# label -> the dev_cifar10_<preset> experiment; DDP's collectives overlap its backward
+METHODS = {"APTS": "apts", "Adam (DDP)": "adam", "Local Adam": "local_adam", "DiLoCo": "diloco"}
+OVERLAPPED = {"adam"}
+PROJECTED = ("1 GbE", "100 Gb/s InfiniBand (EDR/HDR100)")
+
+
+def run_one(preset: str, args: argparse.Namespace) -> list[dict]:
+    """Train one method; its metrics.jsonl rows (one per epoch)."""
+    with tempfile.TemporaryDirectory() as d:
+        overrides = [
+            f"experiment=dev_cifar10_{preset}",
+            f"model={args.model}",
+            f"seed={args.seed}",
+            f"epochs={args.epochs}",
+            f"subdomains={args.ranks}",
+            f"dataset.data_dir={args.data_dir}",
+            "checkpoint=false",
+            "progress=false",
+            f"hydra.run.dir={d}/run",
+        ]
+        r = subprocess.run(
+            [sys.executable, "-m", "apts.cli", *overrides], cwd=d, capture_output=True, text=True
+        )
+        if r.returncode != 0:
+            raise SystemExit(f"bench_tta: {preset} failed: {r.stderr.strip()[-800:]}")
+        lines = Path(d, "run", "metrics.jsonl").read_text().splitlines()
+    return [strict_loads(line) for line in lines]
+
+
+def to_target(rows: list[dict], target: float) -> dict | None:
+    """Measured figures up to the first epoch whose val_acc >= target (None: never)."""
+    wall = calls = passes = 0.0
+    for r in rows:
+        wall += float(r["wall_s"])
+        calls += int(r["comm_calls"])
+        passes += float(r["grad_evals"])
+        if r.get("val_acc") is not None and float(r["val_acc"]) >= target:
+            return {"epoch": int(r["epoch"]), "wall_s": wall, "collectives": int(calls),
+                    "passes": passes}  # fmt: skip
+    return None
+
+
+def summarize(runs: dict[str, tuple[str, list[dict]]], n: int, target: float | None) -> dict:
+    """The table's rows: per method its best val/test accuracy and, at ``target``, the
+    measured and projected figures."""
+    if target is None:
+        target = min(max(float(r["val_acc"]) for r in rows) for _, rows in runs.values())
+    out = []
+    for label, (preset, rows) in runs.items():
+        best = max(rows, key=lambda r: float(r["val_acc"]))
+        row = {"method": label, "preset": f"dev_cifar10_{preset}", "best_val_acc": best["val_acc"],
+               "test_acc_at_best": best["test_acc"], "best_epoch": best["epoch"]}  # fmt: skip
+        row["to_target"] = to_target(rows, target)
+        row["projected_s"] = {
+            name: project(rows, n, LINKS[name], target).time_to_target_s for name in PROJECTED
+        }
+        row["upper_bound"] = preset in OVERLAPPED
+        out.append(row)
+    return {"target": target, "ranks": n, "rows": out}
+
+
+def markdown(result: dict) -> str:
+    head = ["method", "best val %", "test % there", f"epoch to {result['target']:.2f}%",
+            "wall s here", "collectives", "passes per sample",
+            *(f"s on {name}" for name in PROJECTED)]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        t, le = r["to_target"], "≤ " if r["upper_bound"] else ""
+        cells = [r["method"], f"{r['best_val_acc']:.2f}", f"{r['test_acc_at_best']:.2f}"]
+        if t is None:
+            cells += ["not reached", "–", "–", "–"]
+        else:
+            cells += [str(t["epoch"]), format_seconds(t["wall_s"]), str(t["collectives"]),
+                      f"{t['passes']:.1f}"]  # fmt: skip
+        cells += [le + format_seconds(r["projected_s"][name]) if t else "–" for name in PROJECTED]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="bench_tta", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="cnn", help="fcnn or cnn (default: cnn)")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target", type=float, default=None, help="val accuracy %% (default: "
+                    "the lowest of the methods' best)")  # fmt: skip
+    ap.add_argument("--methods", nargs="+", default=list(METHODS.values()),
+                    choices=list(METHODS.values()))  # fmt: skip
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data/cifar10-dev")
+    ap.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    args = ap.parse_args(argv)
+    args.data_dir = args.data_dir.resolve()
+    if not (args.data_dir / "cifar-10-batches-py").is_dir():
+        raise SystemExit(
+            f"bench_tta: no CIFAR-10 files in {args.data_dir}/cifar-10-batches-py; "
+            "pass --data-dir (the folder that holds cifar-10-batches-py)"
+        )
+    runs = {}
+    for label, preset in METHODS.items():
+        if preset in args.methods:
+            print(f"training {label} ({args.model}, {args.epochs} epochs) ...", flush=True)
+            runs[label] = (preset, run_one(preset, args))
+    result = summarize(runs, args.ranks, args.target)
+    result.update(machine=machine(), model=args.model, epochs=args.epochs, seed=args.seed)
+    result["runs"] = {label: rows for label, (_, rows) in runs.items()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tta.json").write_text(json.dumps(result, indent=1))
+    text = (
+        f"{result['machine']}\n\nCIFAR-10 subset, {args.model}, N = {args.ranks}, seed "
+        f"{args.seed}, {args.epochs} epochs; target: {result['target']:.2f}% validation "
+        f"accuracy\n\n{markdown(result)}\n"
+    )
+    (args.out / "tta.md").write_text(text)
+    print(text)
+    print(f"written: {args.out / 'tta.json'}, {args.out / 'tta.md'}")
+
+
+if __name__ == "__main__":
+    main()
