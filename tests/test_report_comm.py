@@ -97,3 +97,20 @@ def test_no_apts_no_budget(tmp_path):
     md = build(tmp_path / "runs", tmp_path / "out")
     sec = section(md, "## Who wins at equal communication")
     assert "No APTS run with collectives here: no budget to compare at." in sec
+
+
+def test_two_apts_configurations_with_one_budget_share_one_table(tmp_path):
+    """APTS N=2 and N=4 issue the same collectives (3 + G per step): one table for their
+    budget, naming both, not the same table twice."""
+    root = tmp_path / "runs"
+    apts_and_ddp(root)
+    write_run(root / "apts4", config("apts", subdomains=4), [58.0, 69.0, 79.0, 84.0], comm=36)
+    write_run(root / "apts3", config("apts", subdomains=3, epochs=2), [50.0, 60.0], comm=36)
+    sec = section(build(root, tmp_path / "out"), "## Who wins at equal communication")
+    assert sec.count("**C = 144 collectives") == 1
+    assert (
+        "**C = 144 collectives: all 4 epochs of APTS N=2 (|B|=10000) and of APTS N=4 "
+        "(|B|=10000); C/4 = 36.**" in sec
+    )
+    assert sec.count("**C = 72 collectives") == 1  # N=3's two epochs: a budget of its own
+    assert sec.count("At C = 144 collectives,") == 1

@@ -126,20 +126,23 @@ def _cells(x: AtBudget) -> list[str]:
     return [epoch, format_count(x.comm), format_mean_std(x.acc, x.std) + seeds]
 
 
-def budget_block(anchor: Group, groups: list[Group]) -> list[str]:
-    """The table and the two winner sentences for one APTS configuration's budget C and
-    for C/4."""
-    c = budget_of(anchor)
+def budget_block(anchors: list[Group], groups: list[Group]) -> list[str]:
+    """The table and the two winner sentences for the budget C of the APTS configurations
+    ``anchors`` (those whose runs issued the same collectives) and for C/4."""
+    c = budget_of(anchors[0])
     full = [at_budget(g, c) for g in groups]
     quarter = [at_budget(g, c / 4) for g in groups]
     header = ["configuration", "epoch (C)", "collectives (C)", "val acc % (C)"]
     header += ["epoch (C/4)", "collectives (C/4)", "val acc % (C/4)"]
     rows = [[x.group.label, *_cells(x), *_cells(y)] for x, y in zip(full, quarter, strict=True)]
-    epochs = format_range([r.epochs_run for r in anchor.runs])
-    lines = [
-        f"**C = {format_count(c)} collectives: all {epochs} epochs of {anchor.label}; "
-        f"C/4 = {format_count(c / 4)}.**"
-    ]
+    epochs = [format_range([r.epochs_run for r in a.runs]) for a in anchors]
+    if len(set(epochs)) == 1:
+        whose = f"all {epochs[0]} epochs of " + " and of ".join(a.label for a in anchors)
+    else:
+        whose = " and ".join(
+            f"all {e} epochs of {a.label}" for e, a in zip(epochs, anchors, strict=True)
+        )
+    lines = [f"**C = {format_count(c)} collectives: {whose}; C/4 = {format_count(c / 4)}.**"]
     lines += ["", *markdown_table(header, rows), ""]
     lines += [winner_sentence(full, c, "C"), "", winner_sentence(quarter, c / 4, "C/4"), ""]
     return lines
@@ -166,6 +169,9 @@ def equal_comm_section(plot_panels: Panels, figures: dict[tuple[str, str], str])
         if not anchors:
             lines += ["No APTS run with collectives here: no budget to compare at.", ""]
             continue
+        budgets: dict[str, list[Group]] = {}  # one table per budget, with all its anchors
         for anchor in anchors:
-            lines += budget_block(anchor, groups)
+            budgets.setdefault(format_count(budget_of(anchor)), []).append(anchor)
+        for same in budgets.values():
+            lines += budget_block(same, groups)
     return lines
