@@ -13,9 +13,11 @@ reaches the target:
   this machine's compute plus the α-β cost of the run's own collectives; DDP overlaps its
   all-reduces with the backward pass, so its figure is an upper bound, marked ≤).
 
-The target is ``--target`` (%), or by default the lowest of the methods' best validation
-accuracies: the accuracy every method reached. Choices and target use the validation
-split; test accuracy is shown beside. Figures, not assertions.
+The target is ``--target`` (%), or by default 90% of the best validation accuracy any
+method reached (near convergence; a method that never gets there says so). Choices and
+target use the validation split; test accuracy is shown beside. ``--runs tta.json``
+summarises the runs of an earlier call again (another target) without training.
+Figures, not assertions.
 
     python -m benchmarks.bench_tta       # cnn, 20 epochs: outputs/bench/tta.{json,md}
     python -m benchmarks.bench_tta --epochs 5 --model fcnn --target 30
@@ -39,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"APTS": "apts", "Adam (DDP)": "adam", "Local Adam": "local_adam", "DiLoCo": "diloco"}
 OVERLAPPED = {"adam"}
 PROJECTED = ("1 GbE", "100 Gb/s InfiniBand (EDR/HDR100)")
+TARGET_OF_BEST = 0.9  # the default target: this share of the best validation accuracy
 
 
 def run_one(preset: str, args: argparse.Namespace) -> list[dict]:
@@ -81,7 +84,9 @@ def summarize(runs: dict[str, tuple[str, list[dict]]], n: int, target: float | N
     """The table's rows: per method its best val/test accuracy and, at ``target``, the
     measured and projected figures."""
     if target is None:
-        target = min(max(float(r["val_acc"]) for r in rows) for _, rows in runs.values())
+        target = TARGET_OF_BEST * max(
+            float(r["val_acc"]) for _, rows in runs.values() for r in rows
+        )
     out = []
     for label, (preset, rows) in runs.items():
         best = max(rows, key=lambda r: float(r["val_acc"]))
@@ -121,23 +126,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", type=float, default=None, help="val accuracy %% (default: "
-                    "the lowest of the methods' best)")  # fmt: skip
+                    "90%% of the best any method reached)")  # fmt: skip
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="an earlier tta.json: summarise its runs, train nothing")  # fmt: skip
     ap.add_argument("--methods", nargs="+", default=list(METHODS.values()),
                     choices=list(METHODS.values()))  # fmt: skip
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared/data/cifar10-dev")
     ap.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = ap.parse_args(argv)
     args.data_dir = args.data_dir.resolve()
-    if not (args.data_dir / "cifar-10-batches-py").is_dir():
+    if args.runs is not None:
+        earlier = json.loads(args.runs.read_text())
+        args.model, args.epochs, args.seed = earlier["model"], earlier["epochs"], earlier["seed"]
+        presets = {r["method"]: r["preset"].removeprefix("dev_cifar10_") for r in earlier["rows"]}
+        runs = {label: (presets[label], rows) for label, rows in earlier["runs"].items()}
+    elif not (args.data_dir / "cifar-10-batches-py").is_dir():
         raise SystemExit(
             f"bench_tta: no CIFAR-10 files in {args.data_dir}/cifar-10-batches-py; "
             "pass --data-dir (the folder that holds cifar-10-batches-py)"
         )
-    runs = {}
-    for label, preset in METHODS.items():
-        if preset in args.methods:
-            print(f"training {label} ({args.model}, {args.epochs} epochs) ...", flush=True)
-            runs[label] = (preset, run_one(preset, args))
+    else:
+        runs = {}
+        for label, preset in METHODS.items():
+            if preset in args.methods:
+                print(f"training {label} ({args.model}, {args.epochs} epochs) ...", flush=True)
+                runs[label] = (preset, run_one(preset, args))
     result = summarize(runs, args.ranks, args.target)
     result.update(machine=machine(), model=args.model, epochs=args.epochs, seed=args.seed)
     result["runs"] = {label: rows for label, (_, rows) in runs.items()}
