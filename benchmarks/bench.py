@@ -39,6 +39,20 @@ import torch
 from apts.rundir.format import strict_loads
 
 
+def train(overrides: list[str], what: str) -> tuple[list[dict], dict]:
+    """One ``apts-train`` run with ``overrides`` in a fresh process and a folder of its own:
+    its metrics.jsonl rows (one per epoch) and its summary.json; ``what`` names it in the
+    error that ends the benchmark if it fails."""
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, "-m", "apts.cli", *overrides, f"out_dir={d}/run"]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=d)
+        if r.returncode != 0:
+            raise SystemExit(f"{what} failed: {r.stderr.strip()[-2000:]}")
+        lines = Path(d, "run", "metrics.jsonl").read_text().splitlines()
+        summary = strict_loads(Path(d, "run", "summary.json").read_text())
+    return [strict_loads(line) for line in lines], summary
+
+
 def run_one(model: str, optimizer: str, n: int, args: argparse.Namespace) -> dict:
     batch = args.large_batch if optimizer in ("apts", "tr") else args.small_batch
     overrides = [
@@ -57,13 +71,8 @@ def run_one(model: str, optimizer: str, n: int, args: argparse.Namespace) -> dic
         f"micro_batch={args.micro_batch}",
         f"device={args.device}",
     ]
-    with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-m", "apts.cli", *overrides, f"out_dir={d}/run"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"bench: {model}/{optimizer}/N={n} failed: {r.stderr[-2000:]}")
-        m = strict_loads(Path(d, "run", "metrics.jsonl").read_text().splitlines()[-1])
-        chunk = strict_loads(Path(d, "run", "summary.json").read_text()).get("micro_batch")
+    rows, summary = train(overrides, f"bench: {model}/{optimizer}/N={n}")
+    m, chunk = rows[-1], summary.get("micro_batch")
     closure = optimizer in ("apts", "tr")
     return {
         "model": model,

@@ -27,14 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 from apts.report.netcost import LINKS, format_seconds, project
-from apts.rundir.format import strict_loads
-from benchmarks.bench import machine
+from benchmarks.bench import machine, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # label -> the dev_cifar10_<preset> experiment; DDP's collectives overlap its backward
@@ -46,38 +42,27 @@ TARGET_OF_BEST = 0.9  # the default target: this share of the best validation ac
 
 def run_one(preset: str, args: argparse.Namespace) -> list[dict]:
     """Train one method; its metrics.jsonl rows (one per epoch)."""
-    with tempfile.TemporaryDirectory() as d:
-        overrides = [
-            f"experiment=dev_cifar10_{preset}",
-            f"model={args.model}",
-            f"seed={args.seed}",
-            f"epochs={args.epochs}",
-            f"subdomains={args.ranks}",
-            f"dataset.data_dir={args.data_dir}",
-            "checkpoint=false",
-            "progress=false",
-            f"hydra.run.dir={d}/run",
-        ]
-        r = subprocess.run(
-            [sys.executable, "-m", "apts.cli", *overrides], cwd=d, capture_output=True, text=True
-        )
-        if r.returncode != 0:
-            raise SystemExit(f"bench_tta: {preset} failed: {r.stderr.strip()[-800:]}")
-        lines = Path(d, "run", "metrics.jsonl").read_text().splitlines()
-    return [strict_loads(line) for line in lines]
+    overrides = [
+        f"experiment=dev_cifar10_{preset}",
+        f"model={args.model}",
+        f"seed={args.seed}",
+        f"epochs={args.epochs}",
+        f"subdomains={args.ranks}",
+        f"dataset.data_dir={args.data_dir}",
+        "checkpoint=false",
+        "progress=false",
+    ]
+    return train(overrides, f"bench_tta: {preset}")[0]
 
 
-def to_target(rows: list[dict], target: float) -> dict | None:
-    """Measured figures up to the first epoch whose val_acc >= target (None: never)."""
-    wall = calls = passes = 0.0
-    for r in rows:
-        wall += float(r["wall_s"])
-        calls += int(r["comm_calls"])
-        passes += float(r["grad_evals"])
-        if r.get("val_acc") is not None and float(r["val_acc"]) >= target:
-            return {"epoch": int(r["epoch"]), "wall_s": wall, "collectives": int(calls),
-                    "passes": passes}  # fmt: skip
-    return None
+def to_target(rows: list[dict], epoch: int | None) -> dict | None:
+    """Measured figures summed up to ``epoch`` (the first at the target; None: never)."""
+    if epoch is None:
+        return None
+    upto = [r for r in rows if int(r["epoch"]) <= epoch]
+    return {"epoch": epoch, "wall_s": sum(float(r["wall_s"]) for r in upto),
+            "collectives": sum(int(r["comm_calls"]) for r in upto),
+            "passes": sum(float(r["grad_evals"]) for r in upto)}  # fmt: skip
 
 
 def summarize(runs: dict[str, tuple[str, list[dict]]], n: int, target: float | None) -> dict:
@@ -92,10 +77,10 @@ def summarize(runs: dict[str, tuple[str, list[dict]]], n: int, target: float | N
         best = max(rows, key=lambda r: float(r["val_acc"]))
         row = {"method": label, "preset": f"dev_cifar10_{preset}", "best_val_acc": best["val_acc"],
                "test_acc_at_best": best["test_acc"], "best_epoch": best["epoch"]}  # fmt: skip
-        row["to_target"] = to_target(rows, target)
-        row["projected_s"] = {
-            name: project(rows, n, LINKS[name], target).time_to_target_s for name in PROJECTED
-        }
+        # the first epoch at the target, and its time on each link (netcost.project)
+        proj = {name: project(rows, n, LINKS[name], target) for name in PROJECTED}
+        row["to_target"] = to_target(rows, proj[PROJECTED[0]].epoch_to_target)
+        row["projected_s"] = {name: p.time_to_target_s for name, p in proj.items()}
         row["upper_bound"] = preset in OVERLAPPED
         out.append(row)
     return {"target": target, "ranks": n, "rows": out}

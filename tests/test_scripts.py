@@ -51,8 +51,7 @@ def test_bench_reports_collectives_per_epoch(tmp_path):
 
 
 def test_time_to_accuracy_sums_the_epochs_up_to_the_target():
-    from apts.report.netcost import LINKS, collectives_time
-    from benchmarks.bench_tta import summarize, to_target
+    from benchmarks.bench_tta import summarize
 
     rows = [
         {"epoch": 1, "wall_s": 2.0, "comm_s": 0.5, "comm_calls": 10, "comm_bytes": 4e6,
@@ -62,19 +61,21 @@ def test_time_to_accuracy_sums_the_epochs_up_to_the_target():
         {"epoch": 3, "wall_s": 1.0, "comm_s": 0.0, "comm_calls": 1, "comm_bytes": 1.0,
          "grad_evals": 1.0, "val_acc": 50.0, "test_acc": 60.0},
     ]  # fmt: skip
-    assert to_target(rows, 50.0) == {"epoch": 2, "wall_s": 5.0, "collectives": 22, "passes": 13.5}
-    assert to_target(rows, 56.0) is None
+
+    def at(target: float) -> dict | None:
+        return summarize({"A": ("apts", rows)}, 2, target)["rows"][0]["to_target"]
+
+    assert at(50.0) == {"epoch": 2, "wall_s": 5.0, "collectives": 22, "passes": 13.5}
+    assert at(56.0) is None
     other = [{**r, "val_acc": r["val_acc"] - 10} for r in rows]
     assert summarize({"A": ("apts", rows), "B": ("adam", other)}, 2, None)["target"] == 49.5
     result = summarize({"A": ("apts", rows), "B": ("adam", other)}, 2, 45.0)
     a, b = result["rows"]
     assert a["to_target"]["epoch"] == 2 and b["to_target"]["epoch"] == 2
     assert a["best_val_acc"] == 55.0 and a["test_acc_at_best"] == 54.0
-    link = LINKS["1 GbE"]  # compute (wall - blocking comm) plus the α-β cost, epochs 1-2
-    expected = (
-        (2.0 - 0.5) + collectives_time(10, 4e6, 2, link) + 3.0 + collectives_time(12, 8e6, 2, link)
-    )
-    assert a["projected_s"]["1 GbE"] == pytest.approx(expected)
+    # 1 GbE (α = 50 µs, β = 125 MB/s), N = 2, by hand: epoch 1 is compute 2.0 - 0.5 plus
+    # 10·2·α + 4 MB/β = 0.033 s; epoch 2 is 3.0 plus 12·2·α + 8 MB/β = 0.0652 s
+    assert a["projected_s"]["1 GbE"] == pytest.approx(1.5 + 0.033 + 3.0 + 0.0652)
     assert b["upper_bound"] and not a["upper_bound"]  # DDP overlaps: an upper bound
 
 
