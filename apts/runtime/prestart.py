@@ -38,8 +38,10 @@ PRELOAD = (
 
 
 def start_method(device: str) -> str:
-    """How the launcher starts ranks on ``device`` (``cpu`` or ``cuda``)."""
-    return "forkserver" if device == "cpu" else "spawn"
+    """How the launcher starts ranks on ``device``: spawned on ``cuda``, else forked from
+    the server (``auto`` before it is resolved counts as the CPU: the server is cheap to
+    leave unused)."""
+    return "spawn" if device == "cuda" else "forkserver"
 
 
 def prestart() -> None:
@@ -61,7 +63,8 @@ def wanted(jobs: Iterable[Mapping]) -> bool:
             launcher = (job.get("hydra") or {}).get("launcher") or {}
             if "submitit" in str(launcher.get("_target_", "")):
                 return False
-            if job.get("device") != "cuda" and int(job.get("subdomains") or 1) > 1:
+            forked = start_method(str(job.get("device"))) == "forkserver"
+            if forked and int(job.get("subdomains") or 1) > 1:
                 return True
     except Exception:  # a bad value: validation, next, says what is wrong
         return False
