@@ -13,6 +13,18 @@ class ConfigError(ValueError):
     """A config value a person must change; the message says which and how."""
 
 
+class OptionError(ValueError):
+    """An option (a constructor argument, a config key) outside what it allows. The message
+    reads ``<option>=<value!r> <rule>``, e.g. ``memory=0 must be an integer in [1, 128]``;
+    ``option``, ``value`` and ``rule`` say the same as fields, so that the config check can
+    name the key (``optimizer.memory``) without reading the text back. Raised by
+    :mod:`apts.checks`, for the optimizers and the config layer alike."""
+
+    def __init__(self, option: str, value: object, rule: str):
+        super().__init__(f"{option}={value!r} {rule}")
+        self.option, self.value, self.rule = option, value, rule
+
+
 class DataError(Exception):
     """A dataset is missing or corrupt. The message is one line: what, where, how to fix."""
 

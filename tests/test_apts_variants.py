@@ -199,7 +199,7 @@ def test_every_variant_on_resumes_bit_for_bit(how, tmp_path):
     "kw, message",
     [
         ({"window": 0}, "window=0 must be an integer >= 1"),
-        ({"momentum": 1.0}, "momentum=1.0 must be in [0.0, 1.0)"),
+        ({"momentum": 1.0}, "momentum=1.0 must be a number in [0.0, 1.0)"),
         ({"local_solver": "sgd"}, "local_solver='sgd' must be 'tr' or 'adam'"),
         ({"batch_growth": 0.5}, "batch_growth=0.5 must be a number >= 1.0"),
         ({"growth_window": 0}, "growth_window=0 must be an integer >= 1"),

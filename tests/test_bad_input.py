@@ -30,8 +30,11 @@ CASES = {
     ],
     # every key's value is checked
     "values": [
-        (["dataset.name=imagenet"], "dataset.name='imagenet' is not valid"),
-        (["model.name=vgg"], "model.name='vgg' is not valid"),
+        (
+            ["dataset.name=imagenet"],
+            "dataset.name='imagenet' must be 'mnist', 'fashion_mnist', 'cifar10' or 'synthetic'",
+        ),
+        (["model.name=vgg"], "model.name='vgg' must be 'cnn', 'fcnn' or 'resnet18'"),
         (["launcher.timeout_s=-1"], "launcher.timeout_s=-1"),
         (["launcher.timeout_s=abc"], "launcher.timeout_s='abc'"),
         (["launcher.heartbeat_s=0"], "launcher.heartbeat_s=0"),

@@ -62,7 +62,7 @@ def test_optimizer_group_sets_its_batch_defaults():
         (["optimizer=apts", "optimizer.eta1=0.9", "optimizer.eta2=0.5"], "eta1"),
         (["optimizer=tr", "+optimizer.local_iters=2"], "optimizer.local_iters is not an option"),
         (["optimizer=adam", "overlap=0.1"], "only used by optimizer=apts"),
-        (["device=tpu"], "device='tpu' is not valid"),
+        (["device=tpu"], "device='tpu' must be 'cpu', 'cuda' or 'auto'"),
         (["dataset.n_train=0"], "dataset.n_train=0"),
     ],
 )

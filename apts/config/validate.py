@@ -10,15 +10,16 @@ import functools
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from apts.checks import check_bool, check_choice, check_int, check_number
 from apts.config.doc import did_you_mean, help_template, owners, unknown_key
 from apts.config.factory import group_factory, needs
 from apts.config.paths import CONFIG_DIR
 from apts.data.registry import DATASETS
-from apts.errors import ConfigError
+from apts.errors import ConfigError, OptionError
 from apts.runtime.env import torchrun_env
 
 GROUPS = ("dataset", "model", "optimizer", "launcher", "experiment")
@@ -79,11 +80,17 @@ def _get(cfg: Mapping, dotted: str) -> Any:
     return node
 
 
+def _checked(check: Callable, key: str, value: Any, *args: Any, **kw: Any) -> Any:
+    """``check(key, value, ...)``, one of :mod:`apts.checks` (the optimizers' checks too):
+    its :class:`OptionError` becomes a :class:`ConfigError` with the same line."""
+    try:
+        return check(key, value, *args, **kw)
+    except OptionError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _int(cfg: Mapping, key: str, lo: int = 1) -> int:
-    v = _get(cfg, key)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ConfigError(f"{key}={v!r} must be an integer >= {lo}; e.g. {key}={max(lo, 1)}")
-    return v
+    return _checked(check_int, key, _get(cfg, key), lo)
 
 
 def _int_or_auto(cfg: Mapping, key: str) -> int | str:
@@ -96,28 +103,16 @@ def _int_or_auto(cfg: Mapping, key: str) -> int | str:
 
 
 def _num(cfg: Mapping, key: str, lo: float, hi: float, lo_open=False, hi_open=False) -> float:
-    v = _get(cfg, key)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if ok:
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        raise ConfigError(f"{key}={v!r} must be a number in {interval}")
-    return float(v)
+    value = _get(cfg, key)
+    return _checked(check_number, key, value, lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def _choice(cfg: Mapping, key: str, choices: tuple[str, ...]) -> str:
-    v = _get(cfg, key)
-    if v not in choices:
-        raise ConfigError(f"{key}={v!r} is not valid; choose one of: {', '.join(choices)}")
-    return v
+    return _checked(check_choice, key, _get(cfg, key), choices)
 
 
 def _bool(cfg: Mapping, key: str) -> bool:
-    v = _get(cfg, key)
-    if not isinstance(v, bool):
-        raise ConfigError(f"{key}={v!r} must be true or false")
-    return v
+    return _checked(check_bool, key, _get(cfg, key))
 
 
 def _optional(cfg: Mapping, key: str, check, *args) -> Any:
@@ -332,9 +327,10 @@ def check_optimizer(ocfg: Mapping) -> functools.partial:
             raise ConfigError(
                 f"optimizer.{numeric[0]}={factory.keywords[numeric[0]]!r} must be a number"
             ) from None
-        msg = _first_line(e)
-        key = msg.split("=", 1)[0] if "=" in msg else ""
-        where = f"optimizer.{msg}" if key in factory.keywords else f"optimizer={name}: {msg}"
+        # an OptionError names the configured key; any other error (torch's own checks:
+        # "Invalid learning rate: -1") is quoted as the optimizer's
+        named = isinstance(e, OptionError) and e.option in factory.keywords
+        where = f"optimizer.{e}" if named else f"optimizer={name}: {_first_line(e)}"
         raise ConfigError(f"{where}; fix it with optimizer.<key>=<value>") from None
     return factory
 
@@ -369,8 +365,7 @@ def _check_type(key: str, value: Any, default: Any) -> None:
     """A value must have the kind of its constructor default: a bool for a bool (Hydra
     gives ``maybe`` as a string), a number for a number, a list of numbers for a tuple."""
     if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} must be true or false")
+        _checked(check_bool, key, value)
     elif isinstance(default, (int, float)) and not isinstance(value, str):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r} must be a number")

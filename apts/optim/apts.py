@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from apts.optim.checks import check_bool, check_choice, check_int, check_number
+from apts.checks import check_bool, check_choice, check_int, check_number
 from apts.optim.comm import communicator
 from apts.optim.flat import flat_grad, flat_params, set_flat_params_
 from apts.optim.lsr1 import LSR1

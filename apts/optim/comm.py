@@ -26,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
+from apts.checks import check_choice
+
 __all__ = ["Communicator", "SingleProcess", "communicator"]
 
 OPS = ("sum", "mean")
@@ -47,8 +49,7 @@ class SingleProcess:
     world_size = 1
 
     def all_reduce(self, tensor: Tensor, op: str = "sum") -> None:
-        if op not in OPS:
-            raise ValueError(f"op={op!r} must be 'sum' or 'mean'")
+        check_choice("op", op, OPS)
 
     def __repr__(self) -> str:
         return "SingleProcess()"

@@ -47,8 +47,10 @@ from typing import Any
 
 import torch
 
+from apts.checks import check_number
+
 from .flat import flat_params, set_flat_params_
-from .local_sgd import SYNC_EVERY, LocalAdam, _number
+from .local_sgd import SYNC_EVERY, LocalAdam
 
 __all__ = ["DiLoCo"]
 
@@ -109,10 +111,8 @@ class DiLoCo(LocalAdam):
         outer_lr: float = OUTER_LR,
         outer_momentum: float = OUTER_MOMENTUM,
     ):
-        _number("outer_lr", outer_lr)
-        if outer_lr == 0:
-            raise ValueError(f"outer_lr={outer_lr!r} must be a number > 0 (0 never moves)")
-        _number("outer_momentum", outer_momentum, hi=1.0)
+        check_number("outer_lr", outer_lr, 0.0, lo_open=True)
+        check_number("outer_momentum", outer_momentum, 0.0, 1.0, hi_open=True)
         self.outer_lr = outer_lr
         self.outer_momentum = outer_momentum
         super().__init__(params, lr, betas, eps, weight_decay, comm=comm, sync_every=sync_every)

@@ -28,11 +28,13 @@ average is a step post-hook: one flat all-reduce through ``comm``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
+
+from apts.checks import check_betas, check_bool, check_int, check_number
+from apts.errors import OptionError
 
 from .comm import communicator
 from .flat import check_flat_params, flat_params, set_flat_params_
@@ -40,28 +42,6 @@ from .flat import check_flat_params, flat_params, set_flat_params_
 __all__ = ["LocalAdam", "LocalSGD"]
 
 SYNC_EVERY = 13  # at |B| = 128 on 60000 samples: 36 + 1 averages per epoch, APTS's 36
-
-
-def _in_range(value: Any, lo: float = 0.0, hi: float = math.inf) -> bool:
-    """Whether ``value`` is a real number with ``lo <= value < hi``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return ok and math.isfinite(value) and lo <= value < hi
-
-
-def _number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf) -> None:
-    """``lo <= value < hi`` (``hi`` open), or a ValueError naming ``name=value``."""
-    if not _in_range(value, lo, hi):
-        bound = f">= {lo:g}" if hi == math.inf else f"in [{lo:g}, {hi:g})"
-        raise ValueError(f"{name}={value!r} must be a number {bound}")
-
-
-def _check_sync_every(sync_every: Any) -> int:
-    if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
-        raise ValueError(
-            f"sync_every={sync_every!r} must be an integer >= 1 "
-            "(the parameters are averaged every sync_every steps)"
-        )
-    return sync_every
 
 
 def _average_periodically(opt: _LocalAveraging, args: Any, kwargs: Any) -> None:
@@ -155,14 +135,12 @@ class LocalSGD(_LocalAveraging, torch.optim.SGD):
         comm: Any = None,
         sync_every: int = SYNC_EVERY,
     ):
-        _number("lr", lr)
-        _number("momentum", momentum)
-        _number("weight_decay", weight_decay)
-        if not isinstance(nesterov, bool):
-            raise ValueError(f"nesterov={nesterov!r} must be true or false")
-        if nesterov and momentum <= 0:
-            raise ValueError(f"nesterov={nesterov!r} needs momentum > 0, got {momentum!r}")
-        _check_sync_every(sync_every)
+        check_number("lr", lr, 0.0)
+        check_number("momentum", momentum, 0.0)
+        check_number("weight_decay", weight_decay, 0.0)
+        if check_bool("nesterov", nesterov) and momentum <= 0:
+            raise OptionError("nesterov", nesterov, f"needs momentum > 0, got {momentum!r}")
+        check_int("sync_every", sync_every, 1)
         super().__init__(
             params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
         )
@@ -191,12 +169,10 @@ class LocalAdam(_LocalAveraging, torch.optim.Adam):
         comm: Any = None,
         sync_every: int = SYNC_EVERY,
     ):
-        _number("lr", lr)
-        pair = isinstance(betas, (list, tuple)) and len(betas) == 2
-        if not (pair and all(_in_range(b, hi=1.0) for b in betas)):
-            raise ValueError(f"betas={betas!r} must be two numbers in [0, 1)")
-        _number("eps", eps)
-        _number("weight_decay", weight_decay)
-        _check_sync_every(sync_every)
+        check_number("lr", lr, 0.0)
+        check_betas("betas", betas)
+        check_number("eps", eps, 0.0)
+        check_number("weight_decay", weight_decay, 0.0)
+        check_int("sync_every", sync_every, 1)
         super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         self._init_averaging(comm, sync_every)

@@ -36,7 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_int, is_number
+from apts.checks import check_int, is_number
+from apts.errors import OptionError
 
 __all__ = ["LSR1", "LSR1Spectrum"]
 
@@ -139,7 +140,7 @@ class LSR1:
         """``ValueError`` (starting ``memory=...`` or ``gamma=...``) for invalid settings."""
         check_int("memory", memory, 1, MAX_MEMORY)
         if not (gamma == "auto" if isinstance(gamma, str) else is_number(gamma) and gamma > 0):
-            raise ValueError(f"gamma={gamma!r} must be a positive number or 'auto'")
+            raise OptionError("gamma", gamma, "must be a positive number or 'auto'")
 
     # ------------------------------------------------------------------ state
     @property

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .checks import check_bool, check_choice, check_number
+from apts.checks import check_bool, check_choice, check_number
+
 from .comm import Communicator, communicator
 from .flat import check_flat_params, flat_grad, flat_params, num_params, set_flat_params_
 from .lsr1 import LSR1

@@ -32,23 +32,14 @@ from typing import Any
 import prodigyopt
 import schedulefree
 
-from .local_sgd import _in_range, _number
+from apts.checks import check_betas, check_bool, check_int, check_number
+from apts.errors import OptionError
 
 __all__ = ["Prodigy", "ScheduleFreeAdamW"]
 
 
-def _check_betas(betas: Any, lo_open: bool = False) -> None:
-    pair = isinstance(betas, (list, tuple)) and len(betas) == 2
-    ok = pair and all(_in_range(b, hi=1.0) for b in betas)
-    if not ok or (lo_open and betas[0] == 0):
-        bound = "(0, 1) and [0, 1)" if lo_open else "[0, 1)"
-        raise ValueError(f"betas={betas!r} must be two numbers in {bound}")
-
-
 def _positive(name: str, value: Any) -> None:
-    _number(name, value)
-    if value == 0:
-        raise ValueError(f"{name}={value!r} must be a number > 0")
+    check_number(name, value, 0.0, lo_open=True)
 
 
 class Prodigy(prodigyopt.Prodigy):
@@ -73,17 +64,17 @@ class Prodigy(prodigyopt.Prodigy):
         slice_p: int = 1,
     ):
         _positive("lr", lr)
-        _check_betas(betas)
+        check_betas("betas", betas)
         if beta3 is not None:
-            _number("beta3", beta3, hi=1.0)
+            check_number("beta3", beta3, 0.0, 1.0, hi_open=True)
         _positive("eps", eps)
-        _number("weight_decay", weight_decay)
+        check_number("weight_decay", weight_decay, 0.0)
         _positive("d0", d0)
         _positive("d_coef", d_coef)
-        if not (isinstance(growth_rate, (int, float)) and growth_rate >= 1):
-            raise ValueError(f"growth_rate={growth_rate!r} must be a number >= 1 (or inf)")
-        if isinstance(slice_p, bool) or not isinstance(slice_p, int) or slice_p < 1:
-            raise ValueError(f"slice_p={slice_p!r} must be an integer >= 1")
+        ok = isinstance(growth_rate, (int, float)) and not isinstance(growth_rate, bool)
+        if not (ok and growth_rate >= 1):  # inf: no limit, the authors' default
+            raise OptionError("growth_rate", growth_rate, "must be a number >= 1 (or inf)")
+        check_int("slice_p", slice_p, 1)
         super().__init__(
             params,
             lr=lr,
@@ -119,15 +110,13 @@ class ScheduleFreeAdamW(schedulefree.AdamWScheduleFree):
         foreach: bool = True,
     ):
         _positive("lr", lr)
-        _check_betas(betas, lo_open=True)  # eval() divides by beta1
-        _number("eps", eps)
-        _number("weight_decay", weight_decay)
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps={warmup_steps!r} must be an integer >= 0")
-        _number("r", r)
-        _number("weight_lr_power", weight_lr_power)
-        if not isinstance(foreach, bool):
-            raise ValueError(f"foreach={foreach!r} must be true or false")
+        check_betas("betas", betas, first_open=True)  # eval() divides by beta1
+        check_number("eps", eps, 0.0)
+        check_number("weight_decay", weight_decay, 0.0)
+        check_int("warmup_steps", warmup_steps, 0)
+        check_number("r", r, 0.0)
+        check_number("weight_lr_power", weight_lr_power, 0.0)
+        check_bool("foreach", foreach)
         super().__init__(
             params,
             lr=lr,
