@@ -28,7 +28,6 @@ __all__ = [
     "make_synthetic",
     "minibatches",
     "shard",
-    "shard_sizes",
     "to_float",
 ]
 
@@ -318,15 +317,6 @@ def shard(
         return own
     pos = torch.arange(start + size, start + size + extra, device=batch_idx.device) % b
     return torch.cat([own, batch_idx[pos]])
-
-
-def shard_sizes(batch_size: int, world_size: int, overlap: float = 0.0) -> list[int]:
-    """``len(shard(B, i, world_size, overlap))`` for each rank i, without a batch."""
-    _check_shard_args(world_size, overlap)
-    return [
-        sum(_shard_bounds(int(batch_size), i, int(world_size), float(overlap))[1:])
-        for i in range(int(world_size))
-    ]
 
 
 # ----------------------------------------------------------------- on-device tensors
