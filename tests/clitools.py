@@ -75,6 +75,19 @@ def tmpfs(path: Path, *options: str, size: str = "256k"):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@contextlib.contextmanager
+def busy_cores(n: int = 2):
+    """Keep ``n`` cores busy (a process group of its own) for the ``with`` block."""
+    spin = "def f(_):\n    while True: pass\n"
+    code = f"import multiprocessing as m\n{spin}m.Pool({n}).map(f, range({n}))"
+    burner = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        yield
+    finally:
+        os.killpg(burner.pid, signal.SIGKILL)  # the pool's workers too
+        burner.wait()
+
+
 def strict_json(text: str):
     """json.loads that rejects NaN/Infinity, as strict JSON parsers do."""
 

@@ -16,6 +16,7 @@ from clitools import (
     SCRIPTS,
     SMALL,
     alive,
+    busy_cores,
     children,
     cli,
     epochs_logged,
@@ -188,20 +189,11 @@ def test_divergence_stops_the_run_with_its_own_status(tmp_path, optimizer, lr):
     assert not (run / "metrics.jsonl").exists() or read_metrics(run) == []
 
 
-def _burn() -> subprocess.Popen:
-    """Processes (a session of their own) that keep both cores busy until killed."""
-    code = (
-        "import multiprocessing as m\ndef f(_):\n    while True: pass\nm.Pool(2).map(f, range(2))"
-    )
-    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-
-
 @pytest.mark.stress
 @pytest.mark.timeout(3600)
 def test_thirty_four_rank_runs_under_load_all_finish(tmp_path):
     # every rank passes a final barrier and leaves through os._exit: none aborts at exit
-    burner = _burn()
-    try:
+    with busy_cores():
         seeds = ",".join(str(s) for s in range(30))
         r = cli(
             "-m",
@@ -215,9 +207,6 @@ def test_thirty_four_rank_runs_under_load_all_finish(tmp_path):
             cwd=tmp_path,
             timeout=3000,
         )
-    finally:
-        os.killpg(burner.pid, signal.SIGKILL)  # the pool's workers too
-        burner.wait()
     assert r.returncode == 0, r.stderr[-3000:]
     summaries = [strict_json(p.read_text()) for p in (tmp_path / "sweep").glob("*/summary.json")]
     assert len(summaries) == 30 and {s["status"] for s in summaries} == {"completed"}
