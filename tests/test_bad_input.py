@@ -32,7 +32,7 @@ CASES = {
     "values": [
         (
             ["dataset.name=imagenet"],
-            "dataset.name='imagenet' must be 'mnist', 'fashion_mnist', 'cifar10' or 'synthetic'",
+            "dataset.name='imagenet' must be 'cifar10', 'fashion_mnist', 'mnist' or 'synthetic'",
         ),
         (["model.name=vgg"], "model.name='vgg' must be 'cnn', 'fcnn' or 'resnet18'"),
         (["launcher.timeout_s=-1"], "launcher.timeout_s=-1"),
@@ -52,8 +52,8 @@ CASES = {
         (["max_loss=-1"], "max_loss=-1"),
         (["overlap=abc"], "overlap='abc'"),
         (["epochs=1.5"], "epochs=1.5 must be an integer"),
-        (["dataset.shape=[1,28]"], "dataset.shape=[1, 28] must be three positive ints"),
-        (["dataset.shape=7"], "dataset.shape=7 must be three positive ints"),
+        (["dataset.shape=[1,28]"], "dataset.shape=[1, 28] must be a list of 3 numbers"),
+        (["dataset.shape=7"], "dataset.shape=7 must be a list of 3 numbers"),
         (["resume=later"], "resume='later'"),
         (["dataset.val_size=-1"], "dataset.val_size=-1 must be a number of training samples"),
         (["dataset.val_size=1.5"], "dataset.val_size=1.5 must be"),
@@ -217,9 +217,10 @@ def test_the_cli_prints_one_line_and_starts_nothing(tmp_path, argv, fragment):
     "argv,fragment",
     [
         (["dataset.n_train=1"], "training samples"),
+        (["dataset.n_train=0"], "dataset.n_train=0 must be an integer >= 1"),  # the generator's
         ([f"hydra.run.dir=/tmp/{'x' * 300}/run"], "File name too long"),
     ],
-    ids=["one-training-sample", "path-too-long"],
+    ids=["one-training-sample", "no-training-sample", "path-too-long"],
 )
 def test_a_run_that_cannot_start_leaves_no_folder(tmp_path, argv, fragment):
     run = tmp_path / "run"

@@ -63,7 +63,6 @@ def test_optimizer_group_sets_its_batch_defaults():
         (["optimizer=tr", "+optimizer.local_iters=2"], "optimizer.local_iters is not an option"),
         (["optimizer=adam", "overlap=0.1"], "only used by optimizer=apts"),
         (["device=tpu"], "device='tpu' must be 'cpu', 'cuda' or 'auto'"),
-        (["dataset.n_train=0"], "dataset.n_train=0"),
     ],
 )
 def test_invalid_values_raise_one_line(overrides, fragment):

@@ -12,11 +12,12 @@ import torch
 from apts.data.dataset import (
     augment,
     epoch_permutation,
+    make_synthetic,
     minibatches,
     shard,
     to_float,
 )
-from apts.data.load import load_dataset
+from apts.errors import OptionError
 
 # -------------------------------------------------------------- batching and sharding
 
@@ -175,9 +176,9 @@ def test_augment_deterministic_given_generator():
 
 def test_synthetic_deterministic_and_learnable_looking():
     kw = dict(n_train=600, n_test=200)
-    a = load_dataset("synthetic", None, seed=0, **kw)
-    b = load_dataset("synthetic", None, seed=0, **kw)
-    c = load_dataset("synthetic", None, seed=1, **kw)
+    a = make_synthetic(seed=0, **kw)
+    b = make_synthetic(seed=0, **kw)
+    c = make_synthetic(seed=1, **kw)
     assert a.name == "synthetic" and a.shape == (1, 28, 28) and a.num_classes == 10
     assert a.train_x.shape == (600, 1, 28, 28) and a.test_x.shape == (200, 1, 28, 28)
     assert a.train_x.dtype == torch.uint8 and a.train_y.dtype == torch.int64
@@ -187,7 +188,7 @@ def test_synthetic_deterministic_and_learnable_looking():
     assert a.mean == b.mean and 0 < a.mean[0] < 1 and a.std[0] > 0
     assert set(a.train_y.tolist()) == set(range(10))
     # the test set does not depend on n_train
-    d = load_dataset("synthetic", None, seed=0, n_train=50, n_test=200)
+    d = make_synthetic(seed=0, n_train=50, n_test=200)
     assert torch.equal(d.test_x, a.test_x)
     # classes differ: a nearest-class-mean classifier beats chance by far, but not perfectly
     xf = a.train_x.flatten(1).float()
@@ -198,11 +199,14 @@ def test_synthetic_deterministic_and_learnable_looking():
 
 
 def test_synthetic_options():
-    ds = load_dataset("synthetic", None, n_train=20, n_test=10, shape=(3, 32, 32), num_classes=4)
+    ds = make_synthetic(n_train=20, n_test=10, shape=(3, 32, 32), num_classes=4)
     assert ds.shape == (3, 32, 32) and ds.num_classes == 4 and len(ds.mean) == 3
     assert int(ds.train_y.max()) < 4
-    noisy = load_dataset("synthetic", None, n_train=200, n_test=1, noise=0.6)
-    clean = load_dataset("synthetic", None, n_train=200, n_test=1, noise=0.0)
+    noisy = make_synthetic(n_train=200, n_test=1, noise=0.6)
+    clean = make_synthetic(n_train=200, n_test=1, noise=0.0)
     assert noisy.std[0] > clean.std[0]
-    with pytest.raises(ValueError):
-        load_dataset("synthetic", None, noise=-1)
+    with pytest.raises(OptionError, match=r"^noise=-1 must be a number >= 0.0"):
+        make_synthetic(noise=-1)
+    for bad, rule in (([1, 28], "three positive ints"), ([1, 0, 28], "three positive ints")):
+        with pytest.raises(OptionError, match=rule):
+            make_synthetic(shape=bad)

@@ -10,7 +10,7 @@ import functools
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,7 +18,6 @@ from apts.checks import check_bool, check_choice, check_int, check_number
 from apts.config.doc import did_you_mean, help_template, owners, unknown_key
 from apts.config.factory import group_factory, needs
 from apts.config.paths import CONFIG_DIR
-from apts.data.registry import DATASETS
 from apts.errors import ConfigError, OptionError
 from apts.runtime.env import torchrun_env
 
@@ -206,23 +205,24 @@ def _validate_run(cfg: Mapping) -> None:
 
 
 def _validate_dataset(cfg: Mapping) -> None:
-    name = _choice(cfg, "dataset.name", DATASETS)
+    # a group's name labels runs and reports: one of its files, whatever _target_ builds;
+    # the loader's options are checked against its signature here, their ranges when it
+    # runs (apts.runtime.launch.load_data, before the run directory is claimed); a config
+    # saved before dataset._target_ existed has it from apts.rundir.claim.saved_config
+    _choice(cfg, "dataset.name", group_files("dataset"))
     _bool(cfg, "dataset.download")
     _bool(cfg, "dataset.augment")
-    if name == "synthetic":
-        _int(cfg, "dataset.n_train")
-        _int(cfg, "dataset.n_test")
-        _int(cfg, "dataset.num_classes", lo=2)
-        shape = _get(cfg, "dataset.shape")
-        ok = isinstance(shape, Sequence) and not isinstance(shape, str) and len(shape) == 3
-        if not ok or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-            raise ConfigError(f"dataset.shape={shape!r} must be three positive ints [C, H, W]")
     _optional(cfg, "dataset.data_dir", _text)
     if "val_size" in _get(cfg, "dataset"):  # runs made before the validation split lack it
         _val_size(cfg)
-    # the name labels runs and reports: one of configs/model/, whatever _target_ builds
-    _choice(cfg, "model.name", tuple(sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))))
+    check_target("dataset", _get(cfg, "dataset"), ("seed",))
+    _choice(cfg, "model.name", group_files("model"))
     check_target("model", _get(cfg, "model"), ("shape", "num_classes"))
+
+
+def group_files(group: str) -> tuple[str, ...]:
+    """The choices of a config group: its files' names (``configs/<group>/*.yaml``)."""
+    return tuple(sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")))
 
 
 def _val_size(cfg: Mapping) -> None:

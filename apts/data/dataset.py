@@ -19,6 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from apts.checks import check_int, check_number
+from apts.errors import OptionError
+
 __all__ = [
     "Dataset",
     "augment",
@@ -204,8 +207,13 @@ def make_synthetic(
     num_classes: int = 10,
     noise: float = 0.3,
     seed: int = 0,
+    data_dir: str | None = None,
+    download: bool = False,
 ) -> Dataset:
-    """An image-shaped classification problem generated from ``seed`` (no files).
+    """An image-shaped classification problem generated from ``seed`` (no files): the
+    ``_target_`` of ``configs/dataset/synthetic.yaml`` (``apts.data.load.synthetic``).
+    ``data_dir`` and ``download`` are unused (nothing is read): every dataset's
+    ``_target_`` takes them.
 
     Each class has a smooth prototype image p_c = up(0.25 + 0.5·u + σ·(v_c − 0.5)),
     clipped to [0,1], where u (shared by all classes) and v_c are coarse uniform random
@@ -218,14 +226,15 @@ def make_synthetic(
     after five: well above chance (10%), not trivially separable. Train, test and
     prototypes use independent random streams, so ``n_train`` does not change the test set.
     """
-    c, h, w = (int(s) for s in shape)
     # an empty split would only fail later, after a whole epoch of training
-    if min(c, h, w, num_classes, n_train, n_test) < 1 or noise < 0:
-        raise ValueError(
-            f"synthetic: need positive shape, num_classes, n_train and n_test, noise >= 0; got "
-            f"shape={tuple(shape)} num_classes={num_classes} n_train={n_train} "
-            f"n_test={n_test} noise={noise}"
-        )
+    for name, value, lo in (("n_train", n_train, 1), ("n_test", n_test, 1), ("seed", seed, 0)):
+        check_int(name, value, lo)
+    check_int("num_classes", num_classes, 2)
+    check_number("noise", noise, 0.0)
+    dims = isinstance(shape, Sequence) and not isinstance(shape, str) and len(shape) == 3
+    if not (dims and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        raise OptionError("shape", shape, "must be three positive ints [C, H, W]")
+    c, h, w = shape
     protos = _prototypes(c, h, w, num_classes, seed)
     train_x, train_y = _synthetic_samples(protos, n_train, noise, seed, 1)
     test_x, test_y = _synthetic_samples(protos, n_test, noise, seed, 2)

@@ -3,8 +3,9 @@
 :func:`load_dataset` finds the files on disk (torchvision's layout, see :mod:`.idx` and
 :mod:`.cifar`), or downloads them from mirrors with md5 checks (:mod:`.download`), and
 returns an in-memory :class:`apts.data.Dataset` whose ``source`` lists the files read
-and their md5s; ``synthetic`` is generated instead (:func:`apts.data.dataset.make_synthetic`).
-Everything that goes wrong is a one-line :class:`DataError` naming the file and the fix.
+and their md5s (``synthetic`` is generated instead: :func:`apts.data.dataset.make_synthetic`).
+:data:`mnist`, :data:`fashion_mnist`, :data:`cifar10` and :data:`synthetic` are the
+``_target_`` of their configs (``configs/dataset/<name>.yaml``). Everything that goes wrong is a one-line :class:`DataError` naming the file and the fix.
 
 Where the files are looked for:
 
@@ -17,6 +18,7 @@ Where the files are looked for:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +33,15 @@ from apts.data.registry import DATASETS, canonical_name
 from apts.errors import DataError
 
 # The mirrors, md5 sums and system folders are module globals of .registry (patch them there).
-__all__ = ["DATASETS", "auto_data_dir", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "auto_data_dir",
+    "cifar10",
+    "fashion_mnist",
+    "load_dataset",
+    "mnist",
+    "synthetic",
+]
 
 
 class _Files(Protocol):
@@ -59,29 +69,22 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     *,
     download: bool = True,
-    seed: int = 0,
     mirrors: Sequence[str] | None = None,
-    **synthetic_kwargs,
+    seed: int = 0,
 ) -> Dataset:
-    """Load ``mnist``, ``fashion_mnist``, ``cifar10`` or ``synthetic`` into memory.
+    """Load ``mnist``, ``fashion_mnist`` or ``cifar10`` into memory.
 
     Local files are looked for first (``data_dir``: see the module docstring); when absent
     and ``download`` is true they are fetched from ``mirrors`` (base URLs, tried first),
     ``$APTS_DATA_MIRROR`` (comma-separated base URLs), then ``registry.MIRRORS``, and
-    checked against ``registry.MD5``. ``seed`` and ``synthetic_kwargs`` (``n_train``,
-    ``n_test``, ``shape``, ``num_classes``, ``noise``) are used by ``synthetic`` only.
+    checked against ``registry.MD5``. ``seed`` is unused (the files fix the samples): every
+    dataset's ``_target_`` takes the run's seed, which the synthetic set is generated from.
     Raises :class:`DataError` when data is missing, unreadable, corrupt or unusable (an
     empty split, labels that do not match the images), or ``download`` is not a bool.
     """
     key = canonical_name(name)
     if not isinstance(download, bool):
         raise DataError(f"download={download!r} must be true or false (dataset.download)")
-    if key == "synthetic":
-        return make_synthetic(seed=seed, **synthetic_kwargs)
-    if synthetic_kwargs:
-        raise ValueError(
-            f"options {sorted(synthetic_kwargs)} only apply to the synthetic dataset, not {key}"
-        )
     if data_dir is not None and (not isinstance(data_dir, (str, os.PathLike)) or data_dir == ""):
         raise DataError(
             f"data_dir={data_dir!r} must be a folder, or null for the default "
@@ -90,6 +93,14 @@ def load_dataset(
     fmt: _Files = CifarFiles() if key == "cifar10" else IdxFiles(key)
     files = _locate(fmt, data_dir, download, mirror_list(key, mirrors))
     return fmt.read(files)
+
+
+# The ``_target_`` of each dataset's config (configs/dataset/<name>.yaml), called with the
+# config's options (augment and val_size aside) and the run's seed.
+mnist = functools.partial(load_dataset, "mnist")
+fashion_mnist = functools.partial(load_dataset, "fashion_mnist")
+cifar10 = functools.partial(load_dataset, "cifar10")
+synthetic = make_synthetic
 
 
 def _first(fmt: _Files, dirs: list[Path]) -> dict[str, Path] | None:

@@ -7,7 +7,7 @@ here is read by torchvision.
 
 from __future__ import annotations
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "synthetic")
+DATASETS = ("mnist", "fashion_mnist", "cifar10")  # read from files (synthetic is generated)
 
 # Base URLs tried in order (a file's URL is base + file name). APTS_DATA_MIRROR
 # (comma-separated base URLs) and load_dataset(mirrors=...) are tried before these.
@@ -57,7 +57,6 @@ PRETTY = {
     "mnist": "MNIST",
     "fashion_mnist": "Fashion-MNIST",
     "cifar10": "CIFAR-10",
-    "synthetic": "synthetic",
 }
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_TAR = "cifar-10-python.tar.gz"

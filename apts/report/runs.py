@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from apts.rundir.claim import with_implied
 from apts.rundir.format import CONFIG, METRICS, SUMMARY, strict_loads
 
 # Statuses of a run that ended without completing (summary.json "status").
@@ -240,7 +241,7 @@ def _load_config(path: Path) -> dict[str, Any]:
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     if not isinstance(cfg, dict):
         raise ValueError("not a mapping")
-    return cfg
+    return with_implied(cfg)  # a run saved before a key existed groups with those after it
 
 
 def _number_or_nan(x: Any) -> float:

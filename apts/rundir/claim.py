@@ -218,16 +218,27 @@ def plan_run(run_dir: Path | str, cfg: dict[str, Any], saved_cfg: dict[str, Any]
 
 
 def saved_config(run_dir: Path | str) -> dict[str, Any] | None:
-    """The resolved config a run saved (config.yaml), or None."""
+    """The resolved config a run saved (config.yaml), or None; keys added to the configs
+    since, that the file lacks, at the value its run used (:func:`with_implied`)."""
     from omegaconf import OmegaConf
 
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         return None
     try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore[return-value]
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception as e:
         raise RunDirError(f"cannot read {path}: {e}".splitlines()[0]) from None
+    return with_implied(cfg)  # type: ignore[arg-type]
+
+
+def with_implied(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config saved before ``dataset._target_`` existed, with it: the loader its name
+    names (``apts.data.load.<name>``), the one such a run used. Other configs as they are."""
+    d = cfg.get("dataset")
+    if isinstance(d, dict) and "name" in d and "_target_" not in d:
+        return {**cfg, "dataset": {**d, "_target_": f"apts.data.load.{d['name']}"}}
+    return cfg
 
 
 def claim(

@@ -33,9 +33,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from apts.config.factory import group_factory
 from apts.data.dataset import Dataset, hold_out, val_count
-from apts.data.load import load_dataset
-from apts.errors import ConfigError, RunDirError
+from apts.errors import ConfigError, OptionError, RunDirError
 from apts.rundir.claim import Plan
 from apts.runtime.lifecycle import STOP_SIGNALS, disarm_deadline, exit_rank
 from apts.runtime.outcome import Outcome, Status, first_failure, record
@@ -68,18 +68,15 @@ def resolve_device(cfg: dict) -> str:
 
 
 def load_data(cfg: dict, download: bool | None = None) -> Dataset:
+    """The run's data: the dataset config's ``_target_`` called with its options
+    (``download`` replaced when given) and the run's seed, then the validation split held
+    out. An option out of range is a one-line :class:`ConfigError`."""
     d = cfg["dataset"]
-    extra = {}
-    if d["name"] == "synthetic":
-        extra = {k: d[k] for k in ("n_train", "n_test", "num_classes")}
-        extra["shape"] = tuple(d["shape"])
-    ds = load_dataset(
-        d["name"],
-        d["data_dir"],
-        download=d.get("download", True) if download is None else download,
-        seed=cfg["seed"],
-        **extra,
-    )
+    options = d if download is None else {**d, "download": download}
+    try:
+        ds = group_factory(options)(seed=cfg["seed"])
+    except OptionError as e:
+        raise ConfigError(f"dataset.{e}") from None
     val_size = d.get("val_size", 0)  # runs made before the validation split: none
     n = len(ds.train_y)
     if val_count(val_size, n) >= n:
