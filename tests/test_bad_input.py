@@ -63,6 +63,7 @@ CASES = {
     "unknown keys": [
         (["+foo=1"], "unknown config key 'foo'"),
         (["foo=1"], "unknown config key 'foo'"),
+        (["launcher.port.number=1"], "unknown config key 'launcher.port.number'"),  # nested
         (["+dataset.colour=red"], "unknown config key 'dataset.colour'"),
         (["+model.width=3"], "unknown config key 'model.width'"),
         (["+launcher.port=1"], "unknown config key 'launcher.port'"),

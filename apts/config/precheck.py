@@ -53,16 +53,19 @@ def _one_line(e: BaseException) -> str:
 
 
 def _compose_error(e: BaseException, overrides: list[str]) -> ConfigError:
-    msg = _one_line(e)
-    if msg.startswith("Could not override"):
-        key = msg.split("'")[1] if "'" in msg else "?"
-        chosen = {}
-        for o in overrides:
-            group, sep, value = o.lstrip("+~").partition("=")
-            if sep and group in GROUPS:
-                chosen[group] = value
-        return ConfigError(unknown_key(key, chosen))
-    return ConfigError(f"bad command line: {msg}")
+    """Hydra's composition error as one line. An override of a key the config lacks comes
+    with OmegaConf's error as its cause, naming the first missing part (``optimizer.foo``
+    of ``optimizer.foo.bar=1``); the override it belongs to names the whole key."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause = e.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        missing = cause.full_key
+        pairs = [o.lstrip("+~").partition("=") for o in overrides]
+        keys = [k for k, sep, _ in pairs if sep and (k == missing or k.startswith(missing + "."))]
+        chosen = {k: v for k, sep, v in pairs if sep and k in GROUPS}
+        return ConfigError(unknown_key(keys[0] if keys else missing, chosen))
+    return ConfigError(f"bad command line: {_one_line(e)}")
 
 
 def _parse(overrides: list[str]):
