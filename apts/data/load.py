@@ -5,7 +5,8 @@
 returns an in-memory :class:`apts.data.Dataset` whose ``source`` lists the files read
 and their md5s (``synthetic`` is generated instead: :func:`apts.data.dataset.make_synthetic`).
 :data:`mnist`, :data:`fashion_mnist`, :data:`cifar10` and :data:`synthetic` are the
-``_target_`` of their configs (``configs/dataset/<name>.yaml``). Everything that goes wrong is a one-line :class:`DataError` naming the file and the fix.
+``_target_`` of their configs (``configs/dataset/<name>.yaml``). Everything that goes
+wrong is a one-line :class:`DataError` naming the file and the fix.
 
 Where the files are looked for:
 
