@@ -96,9 +96,10 @@ def _int_or_auto(cfg: Mapping, key: str) -> int | str:
     v = _get(cfg, key)
     if v == "auto":
         return v
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"{key}={v!r} must be auto or an integer >= 1; e.g. {key}=auto")
-    return v
+    try:
+        return check_int(key, v, 1)  # the integer rule of apts.checks, "auto" beside it
+    except OptionError:
+        raise ConfigError(f"{key}={v!r} must be auto or an integer >= 1; e.g. {key}=auto") from None
 
 
 def _num(cfg: Mapping, key: str, lo: float, hi: float, lo_open=False, hi_open=False) -> float:
